@@ -1,0 +1,242 @@
+"""``corral models …`` and ``corral instances …``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from corral.cli.client import Client, CliError
+from corral.cli.output import JsonOpt, format_labels, print_fields, print_json, print_table
+
+models_app = typer.Typer(help="Deploy and manage models.", no_args_is_help=True)
+instances_app = typer.Typer(help="See model instances.", no_args_is_help=True)
+
+
+def parse_pairs(pairs: list[str], what: str) -> dict[str, str]:
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"{what} must look like KEY=VALUE, got {pair!r}")
+        result[key] = value
+    return result
+
+
+def find_model(client: Client, name: str) -> dict[str, Any]:
+    found = client.get("/api/v1/models", name=name)["items"]
+    if not found:
+        raise CliError(f"no model named {name!r}")
+    model: dict[str, Any] = found[0]
+    return model
+
+
+def _source(
+    hf_repo: str | None,
+    hf_file: str | None,
+    revision: str | None,
+    modelscope: str | None,
+    local_path: str | None,
+) -> dict[str, Any]:
+    given = [s for s in (hf_repo, modelscope, local_path) if s]
+    if len(given) != 1:
+        raise CliError("give exactly one source: --hf-repo, --modelscope or --local-path")
+    if hf_repo:
+        source: dict[str, Any] = {"type": "huggingface", "repo_id": hf_repo, "filename": hf_file}
+        if revision:
+            source["revision"] = revision
+        return source
+    if modelscope:
+        return {
+            "type": "modelscope",
+            "model_id": modelscope,
+            "filename": hf_file,
+            "revision": revision,
+        }
+    return {"type": "local", "path": str(Path(local_path or "").absolute())}
+
+
+@models_app.command("list")
+def list_models(json_output: JsonOpt = False) -> None:
+    """List models with their ready and wanted replicas."""
+    items = Client().get("/api/v1/models")["items"]
+    if json_output:
+        return print_json(items)
+    print_table(
+        ["ID", "NAME", "BACKEND", "READY", "SOURCE", "CATEGORIES"],
+        [
+            (
+                m["id"],
+                m["name"],
+                m["backend"],
+                f"{m['ready_replicas']}/{m['replicas']}",
+                _describe_source(m["source"]),
+                ",".join(m["categories"]),
+            )
+            for m in items
+        ],
+    )
+
+
+def _describe_source(source: dict[str, Any]) -> str:
+    if source["type"] == "local":
+        return str(source["path"])
+    repo = source.get("repo_id") or source.get("model_id")
+    return f"{source['type']}:{repo}" + (f"/{source['filename']}" if source.get("filename") else "")
+
+
+@models_app.command("deploy")
+def deploy(
+    name: Annotated[str, typer.Argument(help="Model id clients will use.")],
+    hf_repo: Annotated[
+        str | None, typer.Option(help="Hugging Face repo, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF.")
+    ] = None,
+    hf_file: Annotated[
+        str | None, typer.Option("--file", help="File name or glob in the repo.")
+    ] = None,
+    revision: Annotated[str | None, typer.Option()] = None,
+    modelscope: Annotated[str | None, typer.Option(help="ModelScope model id.")] = None,
+    local_path: Annotated[str | None, typer.Option(help="Path on the worker.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, llama.cpp (llama-box) or vllm.")] = "auto",
+    backend_version: Annotated[str | None, typer.Option()] = None,
+    backend_param: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra backend argument, e.g. --backend-param=--ctx-size=4096 (repeat)."),
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE for the backend (repeat).")
+    ] = None,
+    replicas: Annotated[int, typer.Option()] = 1,
+    placement: Annotated[str, typer.Option(help="spread or binpack.")] = "spread",
+    worker_selector: Annotated[
+        list[str] | None, typer.Option(help="label=value a worker must have (repeat).")
+    ] = None,
+    gpu: Annotated[
+        list[str] | None, typer.Option(help="worker-name:index of an allowed GPU (repeat).")
+    ] = None,
+    cpu_offloading: Annotated[bool, typer.Option("--cpu-offloading/--no-cpu-offloading")] = True,
+    distributed: Annotated[
+        bool, typer.Option("--distributed-inference/--no-distributed-inference")
+    ] = True,
+    restart_on_error: Annotated[
+        bool, typer.Option("--restart-on-error/--no-restart-on-error")
+    ] = True,
+    json_output: JsonOpt = False,
+) -> None:
+    """Deploy a model."""
+    body: dict[str, Any] = {
+        "name": name,
+        "source": _source(hf_repo, hf_file, revision, modelscope, local_path),
+        "backend": backend,
+        "backend_version": backend_version,
+        "backend_parameters": backend_param or [],
+        "env": parse_pairs(env or [], "--env"),
+        "replicas": replicas,
+        "placement_strategy": placement,
+        "gpu_selector": gpu or [],
+        "cpu_offloading": cpu_offloading,
+        "distributed_inference": distributed,
+        "restart_on_error": restart_on_error,
+    }
+    if worker_selector is not None:
+        body["worker_selector"] = parse_pairs(worker_selector, "--worker-selector")
+    model = Client().post("/api/v1/models", body)
+    if json_output:
+        return print_json(model)
+    typer.echo(
+        f"Deployed {model['name']} (id {model['id']}) on {model['backend']}, "
+        f"{model['replicas']} replica(s)"
+    )
+
+
+@models_app.command("show")
+def show(name: str, json_output: JsonOpt = False) -> None:
+    """Show a model's spec (and its instances, for admins)."""
+    client = Client()
+    model = find_model(client, name)
+    try:
+        instances = client.get("/api/v1/instances", model_id=model["id"])["items"]
+    except CliError as e:
+        if e.status != 403:
+            raise
+        instances = None
+    if json_output:
+        return print_json({**model, "instances": instances})
+    print_fields(
+        [
+            ("id", model["id"]),
+            ("name", model["name"]),
+            ("source", json.dumps(model["source"])),
+            (
+                "backend",
+                model["backend"]
+                + (f" {model['backend_version']}" if model["backend_version"] else ""),
+            ),
+            ("backend parameters", " ".join(model["backend_parameters"])),
+            ("env", format_labels(model["env"])),
+            ("replicas", f"{model['ready_replicas']} ready / {model['replicas']} wanted"),
+            ("placement", model["placement_strategy"]),
+            ("worker selector", format_labels(model["worker_selector"]) or "(any worker)"),
+            ("gpu selector", ",".join(model["gpu_selector"]) or "(any GPU)"),
+            ("cpu offloading", model["cpu_offloading"]),
+            ("distributed inference", model["distributed_inference"]),
+            ("restart on error", model["restart_on_error"]),
+            ("categories", ",".join(model["categories"])),
+        ]
+    )
+    if instances:
+        typer.echo("")
+        _instances_table(instances)
+
+
+@models_app.command("scale")
+def scale(name: str, replicas: int, json_output: JsonOpt = False) -> None:
+    """Set how many instances a model should have."""
+    client = Client()
+    model = client.patch(f"/api/v1/models/{find_model(client, name)['id']}", {"replicas": replicas})
+    if json_output:
+        return print_json(model)
+    typer.echo(f"Scaled {name} to {model['replicas']} replica(s)")
+
+
+@models_app.command("rm")
+def remove(name: str) -> None:
+    """Delete a model and its instances."""
+    client = Client()
+    client.delete(f"/api/v1/models/{find_model(client, name)['id']}")
+    typer.echo(f"Deleted {name}")
+
+
+def _instances_table(items: list[dict[str, Any]]) -> None:
+    print_table(
+        ["ID", "NAME", "MODEL", "WORKER", "STATE", "RESTARTS", "MESSAGE"],
+        [
+            (
+                i["id"],
+                i["name"],
+                i["model_name"],
+                i["worker_name"] or "-",
+                i["state"],
+                i["restart_count"],
+                i["state_message"] or "",
+            )
+            for i in items
+        ],
+    )
+
+
+@instances_app.command("list")
+def list_instances(
+    model: Annotated[str | None, typer.Option(help="Only this model's instances.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only instances in this state.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List instances and where they run."""
+    client = Client()
+    model_id = find_model(client, model)["id"] if model else None
+    items = client.get("/api/v1/instances", model_id=model_id, state=state)["items"]
+    if json_output:
+        return print_json(items)
+    _instances_table(items)

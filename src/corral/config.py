@@ -1,0 +1,121 @@
+"""Process settings.
+
+One settings class per process, built once in ``main()`` and passed down.
+Precedence, highest first: command-line flag > ``CORRAL_*`` environment
+variable > config file (TOML, given with ``--config``) > default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_PORT = 7321
+"""Not used by common services (80/443/5432/3306/6379/5672/8000/8080)."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "corral"
+
+
+class ServerSettings(BaseSettings):
+    """Settings of ``corral server`` / ``corral start``."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    host: str = "0.0.0.0"
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    database_url: str | None = None
+    bootstrap_password: SecretStr | None = None
+    cluster_token: SecretStr | None = None
+    log_level: str = "info"
+    session_ttl_hours: int = Field(default=24 * 7, ge=1)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError("log_level must be one of debug, info, warning, error, critical")
+        return value
+
+    @field_validator("bootstrap_password")
+    @classmethod
+    def _password_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 8:
+            raise ValueError("bootstrap_password must have at least 8 characters")
+        return value
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL with an async driver, SQLite in the data dir by default."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'corral.db'}"
+        for plain, with_driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return with_driver + url[len(plain) :]
+        return url
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class _MappingSource(PydanticBaseSettingsSource):
+    """Settings read from a config file, already parsed into a mapping."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file; keys use the settings' field names."""
+    try:
+        with path.open("rb") as f:
+            values = tomllib.load(f)
+    except FileNotFoundError as e:
+        raise ValueError(f"config file {path} does not exist") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {path} is not valid TOML: {e}") from e
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def load_settings(cls: type[S], flags: dict[str, Any], config_file: Path | None = None) -> S:
+    """Build settings with flag > env > config file > default precedence.
+
+    ``flags`` holds only the flags the user actually gave (None means unset).
+    """
+    file_values = read_config_file(config_file) if config_file else {}
+
+    class _WithFile(cls):  # type: ignore[valid-type,misc]
+        @classmethod
+        def settings_customise_sources(
+            cls_,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _MappingSource(settings_cls, file_values))
+
+    _WithFile.__name__ = cls.__name__
+    given = {k: v for k, v in flags.items() if v is not None}
+    settings: S = _WithFile(**given)
+    return settings

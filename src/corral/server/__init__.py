@@ -1,0 +1,1 @@
+"""The corral server: database, management API, controllers, gateway."""

@@ -1,0 +1,39 @@
+"""Request dependencies: the database and the caller's principal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from corral.errors import AuthenticationError
+from corral.server.db.engine import Database
+from corral.server.services import auth
+from corral.server.services.principal import Principal
+
+_bearer = HTTPBearer(auto_error=False, description="A session token, API key or worker credential.")
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def bearer_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    if credentials is None:
+        raise AuthenticationError("missing credential: send 'Authorization: Bearer <token>'")
+    return credentials.credentials
+
+
+async def get_principal(
+    db: Annotated[Database, Depends(get_db)], token: Annotated[str, Depends(bearer_token)]
+) -> Principal:
+    return await auth.authenticate(db, token)
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+TokenDep = Annotated[str, Depends(bearer_token)]

@@ -1,0 +1,78 @@
+"""``/api/v1/workers``: registration and status (workers), management (admins)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from corral.errors import AuthenticationError
+from corral.schemas.common import ItemList
+from corral.schemas.instances import InstanceRead
+from corral.schemas.workers import (
+    WorkerLabelsUpdate,
+    WorkerRead,
+    WorkerRegister,
+    WorkerRegistered,
+    WorkerStatus,
+)
+from corral.server.api.deps import DbDep, PrincipalDep, TokenDep
+from corral.server.security import tokens_equal
+from corral.server.services import instances, workers
+
+router = APIRouter(prefix="/workers", tags=["workers"])
+
+
+@router.post("/register", status_code=201, responses={200: {"model": WorkerRegistered}})
+async def register_worker(
+    body: WorkerRegister, db: DbDep, token: TokenDep, request: Request, response: Response
+) -> WorkerRegistered:
+    """Join the cluster with the cluster token; returns the worker's own credential
+    (201 for a new worker, 200 when a known worker registers again)."""
+    if not tokens_equal(token, request.app.state.cluster_token):
+        raise AuthenticationError("registration needs the cluster token")
+    registered, created = await workers.register_worker(db, body)
+    response.status_code = 201 if created else 200
+    return registered
+
+
+@router.post("/{worker_id}/status")
+async def report_status(
+    worker_id: int, body: WorkerStatus, db: DbDep, principal: PrincipalDep
+) -> WorkerRead:
+    principal.require_worker(worker_id)
+    return await workers.report_status(db, worker_id, body)
+
+
+@router.get("/{worker_id}/instances")
+async def list_assignments(
+    worker_id: int, db: DbDep, principal: PrincipalDep
+) -> ItemList[InstanceRead]:
+    """The instances placed on this worker: what it should be running."""
+    principal.require_worker(worker_id, or_admin=True)
+    return ItemList(items=await instances.list_instances(db, worker_id=worker_id))
+
+
+@router.get("")
+async def list_workers(db: DbDep, principal: PrincipalDep) -> ItemList[WorkerRead]:
+    principal.require_admin()
+    return ItemList(items=await workers.list_workers(db))
+
+
+@router.get("/{worker_id}")
+async def get_worker(worker_id: int, db: DbDep, principal: PrincipalDep) -> WorkerRead:
+    principal.require_admin()
+    return await workers.get_worker(db, worker_id)
+
+
+@router.patch("/{worker_id}")
+async def update_worker(
+    worker_id: int, body: WorkerLabelsUpdate, db: DbDep, principal: PrincipalDep
+) -> WorkerRead:
+    principal.require_admin()
+    return await workers.update_labels(db, worker_id, body)
+
+
+@router.delete("/{worker_id}", status_code=204)
+async def delete_worker(worker_id: int, db: DbDep, principal: PrincipalDep) -> Response:
+    principal.require_admin()
+    await workers.delete_worker(db, worker_id)
+    return Response(status_code=204)

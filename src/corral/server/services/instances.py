@@ -1,0 +1,144 @@
+"""Instances: listing, removal, and keeping each model at its replica count."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from corral.errors import NotFoundError
+from corral.schemas.instances import InstanceRead, InstanceState
+from corral.server.db.engine import Database
+from corral.server.db.tables import Instance, Model, Worker
+from corral.server.security import random_string
+
+logger = logging.getLogger(__name__)
+
+# When scaling down, give up first what serves nobody yet; running last.
+_REMOVAL_ORDER = [
+    InstanceState.PENDING,
+    InstanceState.ERROR,
+    InstanceState.UNREACHABLE,
+    InstanceState.SCHEDULED,
+    InstanceState.DOWNLOADING,
+    InstanceState.STARTING,
+    InstanceState.RUNNING,
+]
+
+
+def _instance_query() -> Select[Instance, str, str | None]:
+    worker = aliased(Worker)
+    return (
+        select(Instance, Model.name, worker.name)
+        .join(Model, Model.id == Instance.model_id)
+        .outerjoin(worker, worker.id == Instance.worker_id)
+    )
+
+
+def _to_read(instance: Instance, model_name: str, worker_name: str | None) -> InstanceRead:
+    return InstanceRead.model_validate(
+        {
+            **{c.key: getattr(instance, c.key) for c in Instance.__table__.columns},
+            "model_name": model_name,
+            "worker_name": worker_name,
+        }
+    )
+
+
+async def list_instances(
+    db: Database,
+    *,
+    model_id: int | None = None,
+    worker_id: int | None = None,
+    state: InstanceState | None = None,
+) -> list[InstanceRead]:
+    query = _instance_query()
+    if model_id is not None:
+        query = query.where(Instance.model_id == model_id)
+    if worker_id is not None:
+        query = query.where(Instance.worker_id == worker_id)
+    if state is not None:
+        query = query.where(Instance.state == state)
+    async with db.read() as s:
+        rows = (await s.execute(query.order_by(Instance.id))).all()
+    return [_to_read(*row) for row in rows]
+
+
+async def get_instance(db: Database, instance_id: int) -> InstanceRead:
+    async with db.read() as s:
+        row = (await s.execute(_instance_query().where(Instance.id == instance_id))).one_or_none()
+    if row is None:
+        raise NotFoundError(f"instance {instance_id} does not exist")
+    return _to_read(*row)
+
+
+async def delete_instance(db: Database, instance_id: int) -> None:
+    """Remove one instance. The model keeps its replica count, so a fresh
+    pending instance takes its place: this is how an instance is restarted."""
+    async with db.write() as s:
+        instance = await s.get(Instance, instance_id)
+        if instance is None:
+            raise NotFoundError(f"instance {instance_id} does not exist")
+        model = (
+            await s.execute(select(Model).where(Model.id == instance.model_id).with_for_update())
+        ).scalar_one()
+        await s.delete(instance)
+        await s.flush()
+        await reconcile_instances(s, model)
+    logger.info("deleted instance %s (id %d) of model %s", instance.name, instance_id, model.name)
+
+
+async def reconcile_instances(s: AsyncSession, model: Model) -> None:
+    """Create or remove instances until the model has ``replicas`` of them.
+
+    Runs inside the caller's transaction, with the model row locked, so
+    concurrent scalings of one model serialise instead of both adding.
+    """
+    instances = list(
+        (await s.execute(select(Instance).where(Instance.model_id == model.id))).scalars()
+    )
+    missing = model.replicas - len(instances)
+    for _ in range(missing):
+        s.add(
+            Instance(
+                name=instance_name(model.name),
+                model_id=model.id,
+                state=InstanceState.PENDING,
+                state_message="waiting to be scheduled",
+                devices=[],
+                restart_count=0,
+            )
+        )
+    if missing < 0:
+        rank = {state: i for i, state in enumerate(_REMOVAL_ORDER)}
+        instances.sort(key=lambda i: (rank.get(InstanceState(i.state), 0), -i.id))
+        for instance in instances[:-missing]:
+            await s.delete(instance)
+    if missing:
+        logger.info(
+            "model %s (id %d): %s %d instance(s) to reach %d replicas",
+            model.name,
+            model.id,
+            "added" if missing > 0 else "removed",
+            abs(missing),
+            model.replicas,
+        )
+    await s.flush()
+
+
+def instance_name(model_name: str) -> str:
+    """A readable, unique instance name: the model's name made host-safe plus a suffix."""
+    base = re.sub(r"[^A-Za-z0-9.-]+", "-", model_name).strip("-.")[:120] or "model"
+    return f"{base}-{random_string(6)}"
+
+
+async def running_counts(s: AsyncSession, model_id: int | None = None) -> dict[int, int]:
+    """Number of running instances per model id (models with none are absent)."""
+    running = case((Instance.state == InstanceState.RUNNING, 1), else_=0)
+    query = select(Instance.model_id, func.sum(running)).group_by(Instance.model_id)
+    if model_id is not None:
+        query = query.where(Instance.model_id == model_id)
+    return {mid: int(count) for mid, count in (await s.execute(query)).tuples()}
