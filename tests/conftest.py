@@ -75,3 +75,18 @@ def admin(server: ServerProcess) -> httpx.Client:
 @pytest.fixture(scope="session")
 def anonymous(server: ServerProcess) -> httpx.Client:
     return client(server.url)
+
+
+@pytest.fixture(params=DATABASES)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A brand-new, empty database (SQLAlchemy async URL) for one test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'corral.db'}"
+        return
+    assert POSTGRES_URL
+    name = f"corral_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
+    try:
+        yield _async_url(make_url(POSTGRES_URL).set(database=name).render_as_string(False))
+    finally:
+        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

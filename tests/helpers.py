@@ -62,7 +62,9 @@ def wait_healthy(url: str, process: subprocess.Popen[str], log_path: Path) -> No
         except httpx.HTTPError:
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"corral did not become healthy in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()}")
+    raise RuntimeError(
+        f"corral did not become healthy in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()}"
+    )
 
 
 @contextmanager
@@ -79,8 +81,18 @@ def run_server(
     port = free_port()
     data_dir = tmp / "data"
     cluster_token = secrets.token_urlsafe(16)
-    args = [CORRAL, command, "--data-dir", str(data_dir), "--host", "127.0.0.1",
-            "--port", str(port), "--cluster-token", cluster_token]
+    args = [
+        CORRAL,
+        command,
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--cluster-token",
+        cluster_token,
+    ]
     if database_url:
         args += ["--database-url", database_url]
     if bootstrap_password:
@@ -89,14 +101,24 @@ def run_server(
     log_path = tmp / f"server-{port}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, text=True,
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, process, log_path)
-        yield ServerProcess(url, data_dir, database_url or "", bootstrap_password or "",
-                            cluster_token, process, log_path)
+        yield ServerProcess(
+            url,
+            data_dir,
+            database_url or "",
+            bootstrap_password or "",
+            cluster_token,
+            process,
+            log_path,
+        )
     finally:
         process.terminate()
         try:
@@ -125,8 +147,11 @@ def create_user(admin: httpx.Client, role: str = "user") -> tuple[dict[str, Any]
     assert r.status_code == 201, r.text
     user = r.json()
     token = login(str(admin.base_url), username, password)
-    r = httpx.post(f"{admin.base_url}/api/v1/api-keys", json={"name": "test"},
-                   headers={"Authorization": f"Bearer {token}"})
+    r = httpx.post(
+        f"{admin.base_url}/api/v1/api-keys",
+        json={"name": "test"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert r.status_code == 201, r.text
     user["password"] = password
     return user, client(str(admin.base_url), r.json()["key"])
@@ -137,22 +162,32 @@ def client(url: str, token: str | None = None) -> httpx.Client:
     return httpx.Client(base_url=url, headers=headers, timeout=30)
 
 
-def register_worker(url: str, cluster_token: str, name: str | None = None,
-                    labels: dict[str, str] | None = None) -> tuple[dict[str, Any], httpx.Client]:
+def register_worker(
+    url: str, cluster_token: str, name: str | None = None, labels: dict[str, str] | None = None
+) -> tuple[dict[str, Any], httpx.Client]:
     """Register a worker the way the worker agent does; returns it and its client."""
-    body = {"name": name or unique("worker"), "address": "127.0.0.1", "port": 10150,
-            "labels": labels or {"os": "linux", "arch": "amd64"}}
-    r = httpx.post(f"{url}/api/v1/workers/register", json=body,
-                   headers={"Authorization": f"Bearer {cluster_token}"})
+    body = {
+        "name": name or unique("worker"),
+        "address": "127.0.0.1",
+        "port": 10150,
+        "labels": labels or {"os": "linux", "arch": "amd64"},
+    }
+    r = httpx.post(
+        f"{url}/api/v1/workers/register",
+        json=body,
+        headers={"Authorization": f"Bearer {cluster_token}"},
+    )
     assert r.status_code in (200, 201), r.text
     registered = r.json()
     return registered, client(url, registered["credential"])
 
 
 def deploy(admin: httpx.Client, **spec: Any) -> dict[str, Any]:
-    body = {"name": unique("model"),
-            "source": {"type": "huggingface", "repo_id": "org/tiny-GGUF", "filename": "*.gguf"},
-            **spec}
+    body = {
+        "name": unique("model"),
+        "source": {"type": "huggingface", "repo_id": "org/tiny-GGUF", "filename": "*.gguf"},
+        **spec,
+    }
     r = admin.post("/api/v1/models", json=body)
     assert r.status_code == 201, r.text
     model: dict[str, Any] = r.json()

@@ -6,6 +6,7 @@ import typer
 
 from corral import __version__
 from corral.cli import app as cli_app
+from corral.cli.client import CliError
 from corral.server import command as server_command
 
 app = typer.Typer(
@@ -35,4 +36,8 @@ cli_app.register(app)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except CliError as e:
+        typer.echo(f"corral: {e.message}", err=True)
+        raise SystemExit(1) from None

@@ -53,8 +53,10 @@ def test_health_needs_no_credential_and_reveals_nothing(anonymous: httpx.Client)
 
 
 def test_login_with_wrong_password_or_unknown_user_is_401(server: ServerProcess) -> None:
-    for body in ({"username": "admin", "password": "wrong-password"},
-                 {"username": "nobody-here", "password": "whatever-1"}):
+    for body in (
+        {"username": "admin", "password": "wrong-password"},
+        {"username": "nobody-here", "password": "whatever-1"},
+    ):
         r = httpx.post(f"{server.url}/api/v1/auth/login", json=body)
         assert r.status_code == 401
         assert r.json()["error"]["message"] == "wrong username or password"
@@ -150,7 +152,9 @@ def test_worker_credential_cannot_act_as_a_user_or_another_worker(
         r = worker.request(method, path)
         assert r.status_code == 403, (method, path, r.status_code, r.text)
     status = {"cpu": {"cores": 2}, "memory": {"total": 1, "used": 0}}
-    assert worker.post(f"/api/v1/workers/{other['worker_id']}/status", json=status).status_code == 403
+    assert (
+        worker.post(f"/api/v1/workers/{other['worker_id']}/status", json=status).status_code == 403
+    )
     assert worker.post(f"/api/v1/workers/{me['worker_id']}/status", json=status).status_code == 200
     assert worker.get(f"/api/v1/workers/{me['worker_id']}/instances").status_code == 200
     # Admins may read a worker's assignments but not report for it.
@@ -161,15 +165,20 @@ def test_worker_credential_cannot_act_as_a_user_or_another_worker(
 def test_registration_needs_the_cluster_token(server: ServerProcess, admin: httpx.Client) -> None:
     body = {"name": "sneaky", "address": "10.0.0.9", "port": 10150}
     for token in ("wrong-token", admin.headers["authorization"].split()[1]):
-        r = httpx.post(f"{server.url}/api/v1/workers/register", json=body,
-                       headers={"Authorization": f"Bearer {token}"})
+        r = httpx.post(
+            f"{server.url}/api/v1/workers/register",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert r.status_code == 401, r.text
     assert httpx.post(f"{server.url}/api/v1/workers/register", json=body).status_code == 401
 
 
 def test_expired_key_is_refused(admin: httpx.Client) -> None:
     expires = datetime.now(UTC) + timedelta(seconds=1)
-    r = admin.post("/api/v1/api-keys", json={"name": "short-lived", "expires_at": expires.isoformat()})
+    r = admin.post(
+        "/api/v1/api-keys", json={"name": "short-lived", "expires_at": expires.isoformat()}
+    )
     assert r.status_code == 201
     key = client(str(admin.base_url), r.json()["key"])
     assert key.get("/api/v1/models").status_code == 200
@@ -214,6 +223,8 @@ def test_disabled_user_is_locked_out_everywhere(admin: httpx.Client) -> None:
     assert as_user.get("/api/v1/models").status_code == 200
     assert admin.patch(f"/api/v1/users/{user['id']}", json={"is_active": False}).status_code == 200
     assert as_user.get("/api/v1/models").status_code == 401
-    r = httpx.post(f"{admin.base_url}/api/v1/auth/login",
-                   json={"username": user["username"], "password": user["password"]})
+    r = httpx.post(
+        f"{admin.base_url}/api/v1/auth/login",
+        json={"username": user["username"], "password": user["password"]},
+    )
     assert r.status_code == 401

@@ -10,7 +10,11 @@ import pytest
 
 from tests.helpers import deploy, unique
 
-GGUF = {"type": "huggingface", "repo_id": "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "filename": "*q4_k_m.gguf"}
+GGUF = {
+    "type": "huggingface",
+    "repo_id": "Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+    "filename": "*q4_k_m.gguf",
+}
 SAFETENSORS = {"type": "huggingface", "repo_id": "Qwen/Qwen2.5-0.5B-Instruct"}
 
 
@@ -26,7 +30,11 @@ def _instances(admin: httpx.Client, model_id: int) -> list[dict[str, Any]]:
     [
         (GGUF, "auto", "llama.cpp"),
         ({"type": "local", "path": "/models/tiny.Q8_0.GGUF"}, "auto", "llama.cpp"),
-        ({"type": "modelscope", "model_id": "qwen/Qwen2-GGUF", "filename": "q.gguf"}, "auto", "llama.cpp"),
+        (
+            {"type": "modelscope", "model_id": "qwen/Qwen2-GGUF", "filename": "q.gguf"},
+            "auto",
+            "llama.cpp",
+        ),
         (SAFETENSORS, "auto", "vllm"),
         ({"type": "local", "path": "/models/llama-3-8b"}, "auto", "vllm"),
         (SAFETENSORS, "llama-box", "llama.cpp"),
@@ -69,9 +77,15 @@ def test_create_get_list_patch_delete(admin: httpx.Client) -> None:
     assert admin.get("/api/v1/models", params={"name": model["name"]}).json()["items"] == [model]
     assert len(_instances(admin, model["id"])) == 2
 
-    r = admin.patch(f"/api/v1/models/{model['id']}",
-                    json={"replicas": 3, "backend_parameters": ["--ctx-size=8192"],
-                          "worker_selector": {"zone": "b"}, "backend_version": None})
+    r = admin.patch(
+        f"/api/v1/models/{model['id']}",
+        json={
+            "replicas": 3,
+            "backend_parameters": ["--ctx-size=8192"],
+            "worker_selector": {"zone": "b"},
+            "backend_version": None,
+        },
+    )
     assert r.status_code == 200, r.text
     patched = r.json()
     assert patched["replicas"] == 3
@@ -234,10 +248,14 @@ def test_unknown_model_is_404(admin: httpx.Client) -> None:
 
 
 def test_malformed_json_and_unknown_routes(admin: httpx.Client) -> None:
-    r = admin.post("/api/v1/models", content=b"{not json", headers={"content-type": "application/json"})
+    r = admin.post(
+        "/api/v1/models", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "invalid_json"
-    r = admin.post("/api/v1/models", content=b"[1, 2]", headers={"content-type": "application/json"})
+    r = admin.post(
+        "/api/v1/models", content=b"[1, 2]", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422
     r = admin.get("/api/v1/nothing-here")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

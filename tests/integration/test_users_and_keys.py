@@ -27,7 +27,10 @@ def test_user_lifecycle(admin: httpx.Client) -> None:
     assert admin.delete(f"/api/v1/users/{user['id']}").status_code == 204
     r = admin.get(f"/api/v1/users/{user['id']}")
     assert r.status_code == 404
-    assert r.json()["error"] == {"code": "not_found", "message": f"user {user['id']} does not exist"}
+    assert r.json()["error"] == {
+        "code": "not_found",
+        "message": f"user {user['id']} does not exist",
+    }
 
 
 def test_duplicate_username_is_409(admin: httpx.Client) -> None:
@@ -61,14 +64,24 @@ def test_bad_user_input_is_422_naming_the_field(
 
 
 def test_the_last_admin_cannot_be_removed_or_demoted(admin: httpx.Client) -> None:
-    admins = [u for u in admin.get("/api/v1/users").json()["items"]
-              if u["role"] == "admin" and u["is_active"]]
+    admins = [
+        u
+        for u in admin.get("/api/v1/users").json()["items"]
+        if u["role"] == "admin" and u["is_active"]
+    ]
     # Demote every other admin the tests made, so "admin" is the last one.
     for other in admins:
         if other["username"] != "admin":
-            assert admin.patch(f"/api/v1/users/{other['id']}", json={"role": "user"}).status_code == 200
+            assert (
+                admin.patch(f"/api/v1/users/{other['id']}", json={"role": "user"}).status_code
+                == 200
+            )
     me = admin.get("/api/v1/auth/me").json()
-    for method, body in (("PATCH", {"role": "user"}), ("PATCH", {"is_active": False}), ("DELETE", None)):
+    for method, body in (
+        ("PATCH", {"role": "user"}),
+        ("PATCH", {"is_active": False}),
+        ("DELETE", None),
+    ):
         r = admin.request(method, f"/api/v1/users/{me['id']}", json=body)
         assert r.status_code == 409, r.text
         assert "last active admin" in r.json()["error"]["message"]
@@ -77,11 +90,15 @@ def test_the_last_admin_cannot_be_removed_or_demoted(admin: httpx.Client) -> Non
 
 def test_user_changes_own_password(admin: httpx.Client) -> None:
     user, as_user = create_user(admin)
-    r = as_user.post("/api/v1/users/me/password",
-                     json={"current_password": "wrong-one", "new_password": "new-password-1"})
+    r = as_user.post(
+        "/api/v1/users/me/password",
+        json={"current_password": "wrong-one", "new_password": "new-password-1"},
+    )
     assert r.status_code == 401
-    r = as_user.post("/api/v1/users/me/password",
-                     json={"current_password": user["password"], "new_password": "new-password-1"})
+    r = as_user.post(
+        "/api/v1/users/me/password",
+        json={"current_password": user["password"], "new_password": "new-password-1"},
+    )
     assert r.status_code == 200
     login(str(admin.base_url), user["username"], "new-password-1")
 
@@ -127,6 +144,8 @@ def test_deleting_a_user_revokes_their_keys(admin: httpx.Client) -> None:
 
 def test_session_token_works_like_a_key(admin: httpx.Client) -> None:
     user, _ = create_user(admin)
-    session = client(str(admin.base_url), login(str(admin.base_url), user["username"], user["password"]))
+    session = client(
+        str(admin.base_url), login(str(admin.base_url), user["username"], user["password"])
+    )
     assert session.get("/api/v1/models").status_code == 200
     assert session.get("/api/v1/users").status_code == 403

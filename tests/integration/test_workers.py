@@ -12,16 +12,24 @@ STATUS = {
     "memory": {"total": 64 * 2**30, "used": 8 * 2**30},
     "disks": [{"path": "/", "total": 500 * 2**30, "used": 100 * 2**30}],
     "devices": [
-        {"index": 0, "vendor": "nvidia", "name": "A100", "memory_total": 80 * 2**30,
-         "memory_used": 0, "compute_capability": "8.0", "simulated": True},
+        {
+            "index": 0,
+            "vendor": "nvidia",
+            "name": "A100",
+            "memory_total": 80 * 2**30,
+            "memory_used": 0,
+            "compute_capability": "8.0",
+            "simulated": True,
+        },
     ],
 }
 
 
 def test_register_report_and_read_back(server: ServerProcess, admin: httpx.Client) -> None:
     name = unique("gpu-box")
-    registered, worker = register_worker(server.url, server.cluster_token, name,
-                                         labels={"os": "linux", "arch": "amd64", "zone": "a"})
+    registered, worker = register_worker(
+        server.url, server.cluster_token, name, labels={"os": "linux", "arch": "amd64", "zone": "a"}
+    )
     assert registered["credential"].startswith("corral_worker_")
     shown = admin.get(f"/api/v1/workers/{registered['worker_id']}").json()
     assert shown["state"] == "not_ready" and shown["status"] is None
@@ -37,14 +45,22 @@ def test_register_report_and_read_back(server: ServerProcess, admin: httpx.Clien
     assert name in [w["name"] for w in admin.get("/api/v1/workers").json()["items"]]
 
 
-def test_registering_again_rotates_the_credential(server: ServerProcess, admin: httpx.Client) -> None:
+def test_registering_again_rotates_the_credential(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
     name = unique("rejoin")
     first, old = register_worker(server.url, server.cluster_token, name)
     admin.patch(f"/api/v1/workers/{first['worker_id']}", json={"labels": {"rack": "r1"}})
-    r = httpx.post(f"{server.url}/api/v1/workers/register",
-                   json={"name": name, "address": "10.1.1.1", "port": 10151,
-                         "labels": {"os": "linux", "arch": "arm64"}},
-                   headers={"Authorization": f"Bearer {server.cluster_token}"})
+    r = httpx.post(
+        f"{server.url}/api/v1/workers/register",
+        json={
+            "name": name,
+            "address": "10.1.1.1",
+            "port": 10151,
+            "labels": {"os": "linux", "arch": "arm64"},
+        },
+        headers={"Authorization": f"Bearer {server.cluster_token}"},
+    )
     assert r.status_code == 200
     assert r.json()["worker_id"] == first["worker_id"]
     assert old.get(f"/api/v1/workers/{first['worker_id']}/instances").status_code == 401
@@ -94,8 +110,11 @@ def test_bad_labels_are_422(
     ],
 )
 def test_bad_registration_is_422(server: ServerProcess, body: dict[str, object]) -> None:
-    r = httpx.post(f"{server.url}/api/v1/workers/register", json=body,
-                   headers={"Authorization": f"Bearer {server.cluster_token}"})
+    r = httpx.post(
+        f"{server.url}/api/v1/workers/register",
+        json=body,
+        headers={"Authorization": f"Bearer {server.cluster_token}"},
+    )
     assert r.status_code == 422, r.text
 
 
@@ -109,7 +128,9 @@ def test_bad_status_is_422_and_changes_nothing(server: ServerProcess, admin: htt
     assert shown["status"]["memory"]["total"] == STATUS["memory"]["total"]
 
 
-def test_deleting_a_worker_revokes_its_credential(server: ServerProcess, admin: httpx.Client) -> None:
+def test_deleting_a_worker_revokes_its_credential(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
     registered, worker = register_worker(server.url, server.cluster_token)
     assert worker.get(f"/api/v1/workers/{registered['worker_id']}/instances").json()["items"] == []
     assert admin.delete(f"/api/v1/workers/{registered['worker_id']}").status_code == 204

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import httpx
 
 from corral.cli.profile import Profile, load_profile
 
 
-class CliError(click.ClickException):
-    """Printed as one line on stderr; the command exits 1."""
+class CliError(Exception):
+    """A failure to report as one line on stderr; the command exits 1
+    (``corral.entrypoint.main`` does the reporting)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.status = status
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"corral: {self.message}", err=True)
 
 
 class Client:

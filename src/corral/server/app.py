@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -11,7 +11,16 @@ from fastapi import APIRouter, FastAPI
 from corral import __version__
 from corral.config import ServerSettings
 from corral.server import datadir
-from corral.server.api import api_keys, auth, health, instances, models, users, workers
+from corral.server.api import (
+    api_keys,
+    auth,
+    health,
+    instances,
+    metrics,
+    models,
+    users,
+    workers,
+)
 from corral.server.api.errors import install_error_handlers
 from corral.server.db.engine import Database
 from corral.server.db.migrate import migrate
@@ -20,28 +29,38 @@ from corral.server.services.users import BootstrapResult, bootstrap_admin
 
 logger = logging.getLogger(__name__)
 
-StartupHook = Callable[[BootstrapResult], None]
+
+async def prepare(settings: ServerSettings) -> BootstrapResult:
+    """Everything a server needs before it serves: the data dir, the schema
+    at the newest revision, the cluster token, the first admin.
+
+    Safe to run again and from several replicas at once. Runs before the
+    HTTP server starts so that a wrong database URL is reported in one line
+    rather than as a failed ASGI lifespan.
+    """
+    datadir.prepare(settings.data_dir)
+    _cluster_token(settings)
+    db = Database(settings.resolved_database_url())
+    try:
+        await migrate(db)
+        return await _bootstrap(db, settings)
+    finally:
+        await db.dispose()
 
 
-def create_app(settings: ServerSettings, on_startup: StartupHook | None = None) -> FastAPI:
-    """Build the app. Start-up prepares the data dir, migrates the database
-    and creates the first admin; ``on_startup`` then gets the outcome."""
+def create_app(settings: ServerSettings) -> FastAPI:
+    """Build the app for a prepared data dir and database (see ``prepare``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        datadir.prepare(settings.data_dir)
         db = Database(settings.resolved_database_url())
         try:
+            # A no-op after prepare(); guards against a schema left behind by
+            # an older corral if the two ran apart.
             await migrate(db)
             app.state.db = db
             app.state.settings = settings
-            app.state.cluster_token = datadir.cluster_token(
-                settings.data_dir,
-                settings.cluster_token.get_secret_value() if settings.cluster_token else None,
-            )
-            result = await _bootstrap(db, settings)
-            if on_startup is not None:
-                on_startup(result)
+            app.state.cluster_token = _cluster_token(settings)
             yield
         finally:
             await db.dispose()
@@ -58,7 +77,13 @@ def create_app(settings: ServerSettings, on_startup: StartupHook | None = None) 
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app
+
+
+def _cluster_token(settings: ServerSettings) -> str:
+    given = settings.cluster_token.get_secret_value() if settings.cluster_token else None
+    return datadir.cluster_token(settings.data_dir, given)
 
 
 async def _bootstrap(db: Database, settings: ServerSettings) -> BootstrapResult:

@@ -141,4 +141,4 @@ async def running_counts(s: AsyncSession, model_id: int | None = None) -> dict[i
     query = select(Instance.model_id, func.sum(running)).group_by(Instance.model_id)
     if model_id is not None:
         query = query.where(Instance.model_id == model_id)
-    return {mid: int(count) for mid, count in (await s.execute(query)).tuples()}
+    return {mid: int(count) for mid, count in (await s.execute(query)).all()}

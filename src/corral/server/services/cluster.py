@@ -1,0 +1,30 @@
+"""Counts that describe the cluster at a glance (for metrics and summaries)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from corral.server.db.engine import Database
+from corral.server.db.tables import Instance, Model, User, Worker
+
+
+@dataclass(frozen=True)
+class ClusterCounts:
+    workers_by_state: dict[str, int]
+    instances_by_state: dict[str, int]
+    models: int
+    users: int
+
+
+async def count_cluster(db: Database) -> ClusterCounts:
+    async with db.read() as s:
+        workers = await s.execute(select(Worker.state, func.count()).group_by(Worker.state))
+        instances = await s.execute(select(Instance.state, func.count()).group_by(Instance.state))
+        return ClusterCounts(
+            workers_by_state={state: n for state, n in workers.all()},
+            instances_by_state={state: n for state, n in instances.all()},
+            models=(await s.execute(select(func.count()).select_from(Model))).scalar_one(),
+            users=(await s.execute(select(func.count()).select_from(User))).scalar_one(),
+        )
