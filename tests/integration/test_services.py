@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from corral.errors import ConflictError
 from corral.schemas.auth import UserCreate
@@ -107,3 +107,12 @@ async def test_bootstrap_admin_happens_once(db: Database) -> None:
     assert admin.username == "admin" and admin.password_change_required
     await users.create_user(db, UserCreate(username="u1", password="password-1"))
     assert len(await users.list_users(db)) == 2
+
+
+async def test_sqlite_runs_with_wal_and_foreign_keys(db: Database) -> None:
+    if db.dialect != "sqlite":
+        assert db.dialect == "postgresql"
+        return
+    async with db.read() as s:
+        assert (await s.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+        assert (await s.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
