@@ -4,6 +4,7 @@ in-process against a real, migrated database."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text, update
@@ -109,10 +110,12 @@ async def test_bootstrap_admin_happens_once(db: Database) -> None:
     assert len(await users.list_users(db)) == 2
 
 
-async def test_sqlite_runs_with_wal_and_foreign_keys(db: Database) -> None:
-    if db.dialect != "sqlite":
-        assert db.dialect == "postgresql"
-        return
-    async with db.read() as s:
-        assert (await s.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
-        assert (await s.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
+async def test_sqlite_runs_with_wal_and_foreign_keys(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    try:
+        await migrate(db)
+        async with db.read() as s:
+            assert (await s.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
+            assert (await s.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
+    finally:
+        await db.dispose()
