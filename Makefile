@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test check format clean
+.PHONY: run test backends check format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/corral start $(ARGS)
 
-test: $(STAMP)
+test: backends
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The engines the end-to-end tests run: llama.cpp (CPU build, ~6-12 min the
+# first time) and vLLM (CPU build, ~2-8 min), built once per machine into
+# ~/.cache/corral (or $$CORRAL_CACHE_DIR); later runs find them there.
+backends: $(STAMP)
+	$(BIN)/corral backend install llama.cpp --gpu cpu --data-dir $(VENV)/backends-seed
+	$(BIN)/corral backend install vllm --data-dir $(VENV)/backends-seed
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -20,6 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.fixtures.tiny_models import TinyModels
+from tests.fixtures.tiny_models import cached as cached_tiny_models
 from tests.helpers import ServerProcess, client, login, run_server
 
 POSTGRES_URL = os.environ.get("CORRAL_TEST_POSTGRES_URL")
@@ -90,3 +92,9 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield _async_url(make_url(POSTGRES_URL).set(database=name).render_as_string(False))
     finally:
         asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> TinyModels:
+    """The generated tiny models (cached per machine)."""
+    return cached_tiny_models()

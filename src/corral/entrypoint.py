@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from corral import __version__
+from corral.backends import command as backend_command
 from corral.cli import app as cli_app
 from corral.cli.client import CliError
 from corral.server import command as server_command
@@ -33,6 +34,7 @@ def _root(
 
 server_command.register(app)
 cli_app.register(app)
+backend_command.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""llama.cpp: ``llama-server`` for GGUF models, ``rpc-server`` on helper workers."""

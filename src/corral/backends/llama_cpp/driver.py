@@ -1,0 +1,188 @@
+"""llama.cpp as a corral backend: installed versions, launch commands, logs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from corral.backends.base import (
+    Installation,
+    LaunchCommand,
+    LaunchRequest,
+    MemoryReport,
+    ReadinessProbe,
+)
+from corral.backends.flags import executable_exists, read_flags
+from corral.backends.llama_cpp.install import BACKEND_DIR, MANIFEST, server_version
+from corral.backends.llama_cpp.memory import parse_memory
+from corral.backends.paths import install_root
+from corral.schemas.models import Backend, ModelCategory
+
+DEFAULT_CONTEXT = 8192
+"""Context given to a model whose training context is larger or unknown."""
+
+LLM_SLOTS = 4
+POOLING_SLOTS = 1
+
+_VISIBLE_DEVICES = {
+    "cuda": "CUDA_VISIBLE_DEVICES",
+    "rocm": "HIP_VISIBLE_DEVICES",
+    "vulkan": "GGML_VK_VISIBLE_DEVICES",
+}
+_VENDOR_FLAVOUR = {"nvidia": "cuda", "amd": "rocm"}
+
+
+class LlamaCppDriver:
+    backend = Backend.LLAMA_CPP
+
+    def installed(self, data_dir: Path) -> list[Installation]:
+        """Installs under the data dir (built or registered), then ``llama-server`` on PATH."""
+        found = []
+        root = install_root(data_dir, BACKEND_DIR)
+        for manifest in sorted(root.glob(f"*/{MANIFEST}")):
+            found.append(_from_manifest(manifest))
+        on_path = shutil.which("llama-server")
+        if on_path and not any(i.executable == Path(on_path) for i in found):
+            found.append(describe_external(Path(on_path), flavour="path"))
+        return found
+
+    def command(self, installation: Installation, request: LaunchRequest) -> LaunchCommand:
+        flags = installation.flags
+        placement = request.placement
+        pooling = bool(request.categories & {ModelCategory.EMBEDDING, ModelCategory.RERANKER})
+        slots = POOLING_SLOTS if pooling else LLM_SLOTS
+        context = min(DEFAULT_CONTEXT, request.context_length or DEFAULT_CONTEXT)
+        has_devices = bool(placement.gpu_indices or placement.rpc_endpoints)
+        layers = placement.gpu_layers
+        if layers is None:
+            layers = 999 if has_devices else 0  # 999: every layer and the output layer
+
+        argv = [
+            str(installation.executable),
+            "--model", str(request.model_path),
+            "--alias", request.model_name,
+            "--host", request.host,
+            "--port", str(request.port),
+            "--ctx-size", str(context),
+            "--parallel", str(slots),
+            "--n-gpu-layers", str(layers),
+        ]  # fmt: skip
+        if "--kv-unified" in flags and slots > 1:
+            # Slots share one KV cache, so a single request may use the whole context.
+            argv.append("--kv-unified")
+        if placement.tensor_split:
+            argv += ["--tensor-split", ",".join(_ratio(x) for x in placement.tensor_split)]
+        if placement.main_gpu is not None:
+            argv += ["--main-gpu", str(placement.main_gpu)]
+        if placement.rpc_endpoints:
+            argv += ["--rpc", ",".join(placement.rpc_endpoints)]
+        if request.mmproj_path is not None:
+            argv += ["--mmproj", str(request.mmproj_path)]
+        if ModelCategory.RERANKER in request.categories:
+            argv.append("--reranking")
+        elif ModelCategory.EMBEDDING in request.categories:
+            argv.append("--embeddings")
+        argv.append("--metrics")
+        if "--log-verbosity" in flags:
+            # Level 4 is what logs each buffer allocated at load (parse_memory reads them);
+            # it costs ~30 log lines per request.
+            argv += ["--log-verbosity", "4"]
+        if "--no-webui" in flags:
+            argv.append("--no-webui")
+        if "--fit" in flags:
+            # Placement decided every argument; don't let llama-server second-guess it.
+            argv += ["--fit", "off"]
+        env: dict[str, str] = {}
+        if "LLAMA_API_KEY" in flags:
+            env["LLAMA_API_KEY"] = request.api_key  # not in argv: /proc/*/cmdline is public
+        else:
+            argv += ["--api-key", request.api_key]
+        argv += list(request.backend_parameters)
+        env.update(_visible_devices(installation.flavour, request))
+        env.update(request.env)
+        return LaunchCommand(argv=argv, env=env)
+
+    def readiness(self, request: LaunchRequest) -> list[ReadinessProbe]:
+        return [ReadinessProbe("/health")]
+
+    def parse_memory(self, log: str) -> MemoryReport:
+        return parse_memory(log)
+
+
+def rpc_server_command(
+    installation: Installation,
+    host: str,
+    port: int,
+    *,
+    device: str | None = None,
+    cache: bool = True,
+    threads: int | None = None,
+) -> list[str]:
+    """``rpc-server`` serving one device of this worker to a primary's llama-server."""
+    rpc = installation.path / "bin" / "rpc-server"
+    argv = [str(rpc), "--host", host, "--port", str(port)]
+    if device is not None:
+        argv += ["--device", device]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    if cache:
+        argv.append("--cache")
+    return argv
+
+
+def describe_external(llama_server: Path, flavour: str = "external") -> Installation:
+    """An existing llama-server binary, not built by corral."""
+    reported = server_version(llama_server)
+    return Installation(
+        backend=Backend.LLAMA_CPP,
+        version=reported.split()[0],
+        flavour=flavour,
+        path=llama_server.parent,
+        executable=llama_server,
+        reported_version=reported,
+        flags=read_flags([str(llama_server), "--help"]),
+    )
+
+
+def write_manifest(directory: Path, installation: Installation) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).write_text(json.dumps({
+        "backend": "llama.cpp",
+        "version": installation.version,
+        "flavour": installation.flavour,
+        "executable": str(installation.executable),
+        "llama_server_version": installation.reported_version,
+        "flags": sorted(installation.flags),
+    }, indent=2))  # fmt: skip
+
+
+def _from_manifest(manifest: Path) -> Installation:
+    data = json.loads(manifest.read_text())
+    directory = manifest.parent
+    executable = Path(data.get("executable") or directory / "bin" / "llama-server")
+    flags = frozenset(data.get("flags") or ())
+    if not flags and executable_exists(executable):
+        flags = read_flags([str(executable), "--help"])
+    return Installation(
+        backend=Backend.LLAMA_CPP,
+        version=data["version"],
+        flavour=data["flavour"],
+        path=directory,
+        executable=executable,
+        reported_version=data.get("llama_server_version", ""),
+        flags=flags,
+    )
+
+
+def _visible_devices(flavour: str, request: LaunchRequest) -> dict[str, str]:
+    flavour = _VENDOR_FLAVOUR.get(request.placement.gpu_vendor or "", flavour)
+    name = _VISIBLE_DEVICES.get(flavour)
+    if name is None:
+        return {}
+    # An empty list hides every GPU: a CPU placement must not touch one.
+    return {name: ",".join(str(i) for i in request.placement.gpu_indices)}
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.6g}"

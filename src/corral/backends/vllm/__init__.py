@@ -1,0 +1,1 @@
+"""vLLM: every non-GGUF model (safetensors / Hugging Face layout), Linux only."""
