@@ -6,17 +6,20 @@ it) only on a developer's machine."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
+import openai
 import pytest
 
-from corral.backends.base import Installation
+from corral.backends.base import Installation, LaunchRequest
 from corral.backends.llama_cpp import install as llama
+from corral.backends.process import BackendProcess
 from corral.backends.registry import driver
 from corral.backends.vllm import install as vllm
 from corral.schemas.models import Backend
-from tests.helpers import CORRAL
+from tests.helpers import CORRAL, free_port
 
 
 def _missing(what: str, how: str) -> None:
@@ -55,3 +58,19 @@ def install_vllm(data_dir: Path) -> Installation:
     assert run.returncode == 0, run.stderr
     [found] = driver(Backend.VLLM).installed(data_dir)
     return found
+
+
+def launch_request(model: Path, **overrides: object) -> LaunchRequest:
+    """A launch of the tiny model on loopback, on a free port, with a fresh key."""
+    values: dict[str, object] = {
+        "model_name": "tiny", "model_path": model, "host": "127.0.0.1",
+        "port": free_port(), "api_key": secrets.token_urlsafe(16), "context_length": 2048,
+    }  # fmt: skip
+    return LaunchRequest(**(values | overrides))  # type: ignore[arg-type]
+
+
+def openai_client(process: BackendProcess, key: str | None = None) -> openai.OpenAI:
+    """The official SDK pointed straight at one engine."""
+    return openai.OpenAI(
+        base_url=f"{process.base_url}/v1", api_key=key or process.request.api_key, max_retries=0
+    )

@@ -5,6 +5,7 @@ status codes (``corral.server.api.errors``). The tree::
 
     CorralError                 code: a stable, machine-readable string
     ├── InvalidInputError       the request is well-formed but wrong   -> 422
+    │   └── InvalidModelFile    a model file that cannot be read      -> 422
     ├── NotFoundError           the named thing does not exist        -> 404
     ├── ConflictError           it clashes with existing state        -> 409
     ├── AuthenticationError     no credential, or not a valid one     -> 401
@@ -28,6 +29,13 @@ class CorralError(Exception):
 
 class InvalidInputError(CorralError):
     code = "invalid_input"
+
+
+class InvalidModelFile(InvalidInputError):
+    """A model file (GGUF, safetensors, config) is malformed; the message says
+    what is wrong and where."""
+
+    code = "invalid_model_file"
 
 
 class NotFoundError(CorralError):

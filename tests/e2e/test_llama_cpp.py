@@ -4,7 +4,6 @@ models to the official ``openai`` client."""
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -16,11 +15,11 @@ import httpx
 import openai
 import pytest
 
-from corral.backends.base import Installation, LaunchRequest, Placement
+from corral.backends.base import Installation, Placement
 from corral.backends.llama_cpp.driver import LlamaCppDriver, rpc_server_command
 from corral.backends.process import BackendExitedError, BackendProcess, running
 from corral.schemas.models import ModelCategory
-from tests.backends import install_llama_cpp
+from tests.backends import install_llama_cpp, launch_request, openai_client
 from tests.fixtures.tiny_models import TinyModels
 from tests.helpers import CORRAL, free_port
 
@@ -37,31 +36,13 @@ def llama(data_dir: Path) -> Installation:
     return install_llama_cpp(data_dir)
 
 
-def _request(model: Path, **kw: object) -> LaunchRequest:
-    base: dict[str, object] = {
-        "model_name": "tiny",
-        "model_path": model,
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "api_key": secrets.token_urlsafe(16),
-        "context_length": 2048,
-    }
-    return LaunchRequest(**(base | kw))  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
 def chat(llama: Installation, tiny_models: TinyModels, data_dir: Path) -> Iterator[BackendProcess]:
-    request = _request(tiny_models.gguf_q8_0)
+    request = launch_request(tiny_models.gguf_q8_0)
     with running(
         LlamaCppDriver(), llama, request, data_dir / "chat.log", timeout=START_TIMEOUT_S
     ) as process:
         yield process
-
-
-def _client(process: BackendProcess, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{process.base_url}/v1", api_key=key or process.request.api_key, max_retries=0
-    )
 
 
 def test_install_is_listed(llama: Installation, data_dir: Path) -> None:
@@ -78,7 +59,7 @@ def test_install_is_listed(llama: Installation, data_dir: Path) -> None:
 
 
 def test_chat_completion(chat: BackendProcess) -> None:
-    reply = _client(chat).chat.completions.create(
+    reply = openai_client(chat).chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
     )
     assert reply.usage is not None
@@ -88,7 +69,7 @@ def test_chat_completion(chat: BackendProcess) -> None:
 
 
 def test_streamed_chat_completion(chat: BackendProcess) -> None:
-    stream = _client(chat).chat.completions.create(
+    stream = openai_client(chat).chat.completions.create(
         model="tiny",
         messages=[{"role": "user", "content": "Count."}],
         max_tokens=12,
@@ -106,7 +87,7 @@ def test_streamed_chat_completion(chat: BackendProcess) -> None:
 
 def test_a_wrong_key_is_refused(chat: BackendProcess) -> None:
     with pytest.raises(openai.AuthenticationError):
-        _client(chat, key="not-the-key").models.list()
+        openai_client(chat, key="not-the-key").models.list()
     assert "--api-key" not in chat.command.argv  # the key travels in the environment
 
 
@@ -120,11 +101,13 @@ def test_memory_report_and_context(chat: BackendProcess, tiny_models: TinyModels
 
 
 def test_embeddings(llama: Installation, tiny_models: TinyModels, data_dir: Path) -> None:
-    request = _request(tiny_models.gguf_embed, categories=frozenset({ModelCategory.EMBEDDING}))
+    request = launch_request(
+        tiny_models.gguf_embed, categories=frozenset({ModelCategory.EMBEDDING})
+    )
     with running(
         LlamaCppDriver(), llama, request, data_dir / "embed.log", timeout=START_TIMEOUT_S
     ) as process:
-        result = _client(process).embeddings.create(model="tiny", input=["one", "two words"])
+        result = openai_client(process).embeddings.create(model="tiny", input=["one", "two words"])
     assert [len(d.embedding) for d in result.data] == [256, 256]
     assert result.usage.prompt_tokens >= 3
 
@@ -133,7 +116,7 @@ def test_stop_leaves_no_process(
     llama: Installation, tiny_models: TinyModels, data_dir: Path
 ) -> None:
     process = BackendProcess(
-        LlamaCppDriver(), llama, _request(tiny_models.gguf_q8_0), data_dir / "stop.log"
+        LlamaCppDriver(), llama, launch_request(tiny_models.gguf_q8_0), data_dir / "stop.log"
     )
     process.start()
     process.wait_ready(START_TIMEOUT_S)
@@ -152,7 +135,9 @@ def test_a_broken_model_file_fails_with_the_reason(
 ) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(tiny_models.gguf_q8_0.read_bytes()[: 1 << 20])
-    process = BackendProcess(LlamaCppDriver(), llama, _request(broken), tmp_path / "broken.log")
+    process = BackendProcess(
+        LlamaCppDriver(), llama, launch_request(broken), tmp_path / "broken.log"
+    )
     process.start()
     with pytest.raises(BackendExitedError, match="exited with"):
         process.wait_ready(START_TIMEOUT_S)
@@ -234,11 +219,13 @@ def test_layers_on_an_rpc_server(
     try:
         _wait_for_port(port, rpc)
         endpoint = f"127.0.0.1:{port}"
-        request = _request(tiny_models.gguf_q8_0, placement=Placement(rpc_endpoints=(endpoint,)))
+        request = launch_request(
+            tiny_models.gguf_q8_0, placement=Placement(rpc_endpoints=(endpoint,))
+        )
         with running(
             LlamaCppDriver(), llama, request, data_dir / "rpc.log", timeout=START_TIMEOUT_S
         ) as process:
-            reply = _client(process).chat.completions.create(
+            reply = openai_client(process).chat.completions.create(
                 model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=4
             )
             assert reply.usage is not None and reply.usage.completion_tokens >= 1

@@ -5,20 +5,18 @@ minute on two cores (torch compile warm-up), so one server is shared."""
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from corral.backends.base import Installation, LaunchRequest
+from corral.backends.base import Installation
 from corral.backends.process import BackendProcess, running
 from corral.backends.vllm.driver import VllmDriver
 from corral.schemas.models import ModelCategory
-from tests.backends import install_vllm
+from tests.backends import install_vllm, launch_request, openai_client
 from tests.fixtures.tiny_models import TinyModels
-from tests.helpers import free_port
 
 START_TIMEOUT_S = 600
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB; the default would take a quarter of RAM
@@ -36,35 +34,16 @@ def vllm(data_dir: Path) -> Installation:
     return install_vllm(data_dir)
 
 
-def _request(model: Path, **kw: object) -> LaunchRequest:
-    base: dict[str, object] = {
-        "model_name": "tiny",
-        "model_path": model,
-        "host": "127.0.0.1",
-        "port": free_port(),
-        "api_key": secrets.token_urlsafe(16),
-        "context_length": 2048,
-        "env": CPU_ENV,
-    }
-    return LaunchRequest(**(base | kw))  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
 def chat(vllm: Installation, tiny_models: TinyModels, data_dir: Path) -> Iterator[BackendProcess]:
     with running(
         VllmDriver(),
         vllm,
-        _request(tiny_models.hf_dir),
+        launch_request(tiny_models.hf_dir, env=CPU_ENV),
         data_dir / "chat.log",
         timeout=START_TIMEOUT_S,
     ) as process:
         yield process
-
-
-def _client(process: BackendProcess, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{process.base_url}/v1", api_key=key or process.request.api_key, max_retries=0
-    )
 
 
 def test_install_uses_the_module_entry_point(vllm: Installation) -> None:
@@ -74,7 +53,7 @@ def test_install_uses_the_module_entry_point(vllm: Installation) -> None:
 
 
 def test_chat_completion(chat: BackendProcess) -> None:
-    client = _client(chat)
+    client = openai_client(chat)
     assert [m.id for m in client.models.list()] == ["tiny"]
     reply = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
@@ -84,7 +63,7 @@ def test_chat_completion(chat: BackendProcess) -> None:
 
 
 def test_streamed_chat_completion(chat: BackendProcess) -> None:
-    stream = _client(chat).chat.completions.create(
+    stream = openai_client(chat).chat.completions.create(
         model="tiny",
         messages=[{"role": "user", "content": "Count."}],
         max_tokens=10,
@@ -100,7 +79,7 @@ def test_streamed_chat_completion(chat: BackendProcess) -> None:
 
 def test_a_wrong_key_is_refused(chat: BackendProcess) -> None:
     with pytest.raises(openai.AuthenticationError):
-        _client(chat, key="not-the-key").models.list()
+        openai_client(chat, key="not-the-key").models.list()
     assert "--api-key" not in chat.command.argv
 
 
@@ -116,11 +95,13 @@ def test_memory_report(chat: BackendProcess, tiny_models: TinyModels) -> None:
 def test_embeddings_and_a_clean_stop(
     vllm: Installation, tiny_models: TinyModels, data_dir: Path
 ) -> None:
-    request = _request(tiny_models.hf_dir, categories=frozenset({ModelCategory.EMBEDDING}))
+    request = launch_request(
+        tiny_models.hf_dir, categories=frozenset({ModelCategory.EMBEDDING}), env=CPU_ENV
+    )
     with running(
         VllmDriver(), vllm, request, data_dir / "embed.log", timeout=START_TIMEOUT_S
     ) as process:
-        result = _client(process).embeddings.create(model="tiny", input=["one", "two words"])
+        result = openai_client(process).embeddings.create(model="tiny", input=["one", "two words"])
         assert [len(d.embedding) for d in result.data] == [256, 256]
         assert result.usage.prompt_tokens >= 3
         assert process.process is not None

@@ -83,20 +83,11 @@ def server(
     run_server(settings)
 
 
-def start(
-    data_dir: DataDirOpt = None,
-    host: HostOpt = None,
-    port: PortOpt = None,
-    database_url: DbOpt = None,
-    bootstrap_password: PasswordOpt = None,
-    cluster_token: TokenOpt = None,
-    log_level: LogOpt = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Run corral on this machine: the server (and, once workers exist, an embedded worker)."""
-    server(data_dir, host, port, database_url, bootstrap_password, cluster_token, log_level, config)
-
-
 def register(app: typer.Typer) -> None:
     app.command("server")(server)
-    app.command("start")(start)
+    # Same settings; the embedded worker joins `start` with the worker issue.
+    app.command(
+        "start",
+        help="Run corral on this machine: the server (and, once workers exist, an "
+        "embedded worker).",
+    )(server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from corral.backends.flags import executable_exists, read_flags
 from corral.backends.llama_cpp.install import BACKEND_DIR, MANIFEST, server_version
 from corral.backends.llama_cpp.memory import parse_memory
 from corral.backends.paths import install_root
+from corral.backends.steps import InstallError
 from corral.schemas.models import Backend, ModelCategory
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 8192
 """Context given to a model whose training context is larger or unknown."""
@@ -44,7 +48,10 @@ class LlamaCppDriver:
             found.append(_from_manifest(manifest))
         on_path = shutil.which("llama-server")
         if on_path and not any(i.executable == Path(on_path) for i in found):
-            found.append(describe_external(Path(on_path), flavour="path"))
+            try:
+                found.append(describe_external(Path(on_path), flavour="path"))
+            except InstallError as e:
+                logger.warning("ignoring the llama-server on PATH: %s", e.message)
         return found
 
     def command(self, installation: Installation, request: LaunchRequest) -> LaunchCommand:

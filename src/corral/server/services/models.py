@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.errors import ConflictError, InvalidInputError, NotFoundError
+from corral.errors import ConflictError, InvalidInputError
 from corral.schemas.models import (
     VLLM_DEFAULT_WORKER_SELECTOR,
     Backend,
@@ -22,6 +22,7 @@ from corral.schemas.models import (
 from corral.server.db.engine import Database
 from corral.server.db.tables import Model
 from corral.server.services.instances import reconcile_instances, running_counts
+from corral.server.services.rows import load
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ async def list_models(db: Database, *, name: str | None = None) -> list[ModelRea
 
 async def get_model(db: Database, model_id: int) -> ModelRead:
     async with db.read() as s:
-        return await _to_read(s, await _load(s, model_id))
+        return await _to_read(s, await load(s, Model, model_id, "model"))
 
 
 async def update_model(db: Database, model_id: int, body: ModelUpdate) -> ModelRead:
@@ -89,7 +90,7 @@ async def update_model(db: Database, model_id: int, body: ModelUpdate) -> ModelR
             raise InvalidInputError(f"{field} cannot be null", code="validation_error")
         changes[field] = value
     async with db.write() as s:
-        model = await _load(s, model_id, for_update=True)
+        model = await load(s, Model, model_id, "model", for_update=True)
         if "worker_selector" in changes and changes["worker_selector"] is None:
             changes["worker_selector"] = _default_worker_selector(Backend(model.backend))
         for field, value in changes.items():
@@ -104,19 +105,9 @@ async def update_model(db: Database, model_id: int, body: ModelUpdate) -> ModelR
 async def delete_model(db: Database, model_id: int) -> None:
     """Delete a model; its instances go with it (foreign key cascade)."""
     async with db.write() as s:
-        model = await _load(s, model_id, for_update=True)
+        model = await load(s, Model, model_id, "model", for_update=True)
         await s.delete(model)
     logger.info("deleted model %s (id %d)", model.name, model_id)
-
-
-async def _load(s: AsyncSession, model_id: int, *, for_update: bool = False) -> Model:
-    query = select(Model).where(Model.id == model_id)
-    if for_update:
-        query = query.with_for_update()
-    model = (await s.execute(query)).scalar_one_or_none()
-    if model is None:
-        raise NotFoundError(f"model {model_id} does not exist")
-    return model
 
 
 async def _to_read(s: AsyncSession, model: Model) -> ModelRead:

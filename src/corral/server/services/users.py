@@ -10,11 +10,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.errors import AuthenticationError, ConflictError, NotFoundError
+from corral.errors import AuthenticationError, ConflictError
 from corral.schemas.auth import PasswordChange, Role, UserCreate, UserRead, UserUpdate
 from corral.server.db.engine import Database
 from corral.server.db.tables import Session, User
 from corral.server.security import hash_password, verify_password
+from corral.server.services.rows import load
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ async def list_users(db: Database) -> list[UserRead]:
 
 async def get_user(db: Database, user_id: int) -> UserRead:
     async with db.read() as s:
-        return UserRead.model_validate(await _load(s, user_id))
+        return UserRead.model_validate(await load(s, User, user_id, "user"))
 
 
 async def create_user(db: Database, body: UserCreate) -> UserRead:
@@ -92,7 +93,7 @@ async def create_user(db: Database, body: UserCreate) -> UserRead:
 async def update_user(db: Database, user_id: int, body: UserUpdate) -> UserRead:
     password_hash = await asyncio.to_thread(hash_password, body.password) if body.password else None
     async with db.write() as s:
-        user = await _load(s, user_id, for_update=True)
+        user = await load(s, User, user_id, "user", for_update=True)
         demoting = body.role is not None and body.role != Role.ADMIN
         disabling = body.is_active is False
         if user.role == Role.ADMIN and (demoting or disabling):
@@ -112,12 +113,12 @@ async def update_user(db: Database, user_id: int, body: UserUpdate) -> UserRead:
 
 async def change_own_password(db: Database, user_id: int, body: PasswordChange) -> UserRead:
     async with db.read() as s:
-        stored = (await _load(s, user_id)).password_hash
+        stored = (await load(s, User, user_id, "user")).password_hash
     if not await asyncio.to_thread(verify_password, body.current_password, stored):
         raise AuthenticationError("current password is wrong")
     new_hash = await asyncio.to_thread(hash_password, body.new_password)
     async with db.write() as s:
-        user = await _load(s, user_id, for_update=True)
+        user = await load(s, User, user_id, "user", for_update=True)
         user.password_hash = new_hash
         user.password_change_required = False
         await s.flush()
@@ -126,21 +127,11 @@ async def change_own_password(db: Database, user_id: int, body: PasswordChange) 
 
 async def delete_user(db: Database, user_id: int) -> None:
     async with db.write() as s:
-        user = await _load(s, user_id, for_update=True)
+        user = await load(s, User, user_id, "user", for_update=True)
         if user.role == Role.ADMIN:
             await _ensure_another_admin(s, user)
         await s.delete(user)
     logger.info("deleted user %s (id %d)", user.username, user_id)
-
-
-async def _load(s: AsyncSession, user_id: int, *, for_update: bool = False) -> User:
-    query = select(User).where(User.id == user_id)
-    if for_update:
-        query = query.with_for_update()
-    user = (await s.execute(query)).scalar_one_or_none()
-    if user is None:
-        raise NotFoundError(f"user {user_id} does not exist")
-    return user
 
 
 async def _ensure_another_admin(s: AsyncSession, user: User) -> None:

@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from corral.errors import ConflictError, InvalidInputError, NotFoundError
+from corral.errors import ConflictError, InvalidInputError
 from corral.schemas.instances import InstanceState
 from corral.schemas.workers import (
     BUILTIN_LABELS,
@@ -23,6 +22,7 @@ from corral.schemas.workers import (
 from corral.server.db.engine import Database
 from corral.server.db.tables import Instance, Worker
 from corral.server.security import Credential, CredentialKind, hash_secret, new_credential
+from corral.server.services.rows import load
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ async def _register(
 
 async def report_status(db: Database, worker_id: int, status: WorkerStatus) -> WorkerRead:
     async with db.write() as s:
-        worker = await _load(s, worker_id)
+        worker = await load(s, Worker, worker_id, "worker")
         worker.status = status.model_dump()
         worker.heartbeat_at = datetime.now(UTC)
         worker.state = WorkerState.READY
@@ -96,7 +96,7 @@ async def list_workers(db: Database) -> list[WorkerRead]:
 
 async def get_worker(db: Database, worker_id: int) -> WorkerRead:
     async with db.read() as s:
-        return WorkerRead.model_validate(await _load(s, worker_id))
+        return WorkerRead.model_validate(await load(s, Worker, worker_id, "worker"))
 
 
 async def update_labels(db: Database, worker_id: int, body: WorkerLabelsUpdate) -> WorkerRead:
@@ -107,7 +107,7 @@ async def update_labels(db: Database, worker_id: int, body: WorkerLabelsUpdate) 
             code="validation_error",
         )
     async with db.write() as s:
-        worker = await _load(s, worker_id, for_update=True)
+        worker = await load(s, Worker, worker_id, "worker", for_update=True)
         labels = dict(worker.labels)
         for key, value in body.labels.items():
             if value is None:
@@ -122,7 +122,7 @@ async def update_labels(db: Database, worker_id: int, body: WorkerLabelsUpdate) 
 async def delete_worker(db: Database, worker_id: int) -> None:
     """Forget a worker; its instances go back to pending to be placed again."""
     async with db.write() as s:
-        worker = await _load(s, worker_id, for_update=True)
+        worker = await load(s, Worker, worker_id, "worker", for_update=True)
         await s.execute(
             update(Instance)
             .where(Instance.worker_id == worker_id)
@@ -139,13 +139,3 @@ async def delete_worker(db: Database, worker_id: int) -> None:
         )
         await s.delete(worker)
     logger.info("deleted worker %s (id %d)", worker.name, worker_id)
-
-
-async def _load(s: AsyncSession, worker_id: int, *, for_update: bool = False) -> Worker:
-    query = select(Worker).where(Worker.id == worker_id)
-    if for_update:
-        query = query.with_for_update()
-    worker = (await s.execute(query)).scalar_one_or_none()
-    if worker is None:
-        raise NotFoundError(f"worker {worker_id} does not exist")
-    return worker
