@@ -1,0 +1,277 @@
+"""llama.cpp's memory, computed from a GGUF header and launch settings.
+
+What goes where, as llama.cpp (0.3.36's tree) decides it:
+
+* Layers: ``--n-gpu-layers N`` offloads the *last* N of ``n_layer + 1``
+  layers, the output layer counting as the last one; offloaded layers are
+  shared out over the devices in order by the tensor split. Token embeddings
+  (and other input tensors) always stay on the CPU. Tied embeddings are
+  copied to the output layer's device when that is not the CPU.
+* KV cache: per layer, on the layer's device (the CPU with
+  ``--no-kv-offload``): ``cells · (n_head_kv · head_dim_k · bytes(type_k) +
+  n_head_kv · head_dim_v · bytes(type_v))``. Cells: the context padded to
+  256; sliding-window layers hold ``pad256(min(ctx, window · parallel +
+  ubatch))``; MLA (DeepSeek-2/3) keeps K only (the compressed latent).
+* CPU repack: on x86 with AVX2 (AVX-512 adds Q2_K), matrices of Q4_0, Q4_K,
+  IQ4_NL and MXFP4 whose row count is a multiple of 8 are copied into a
+  repacked buffer at load. The CPU's weights are the memory-mapped span of
+  the file from its first to its last tensor that stays on the CPU
+  unrepacked (what llama.cpp reports as ``CPU_Mapped``).
+* Compute buffers (measured on llama-server's CPU build; see
+  ``bench/estimate_accuracy.py``): the inputs (attention mask, f16 with
+  flash attention) plus the largest stage of one ubatch: the FFN
+  (``4·n_embd + 3·n_ff`` floats per token; MoE counts the used experts) or,
+  without flash attention, the attention scores (``cells · n_head`` floats).
+* Output buffer (host): logits for one token per slot, plus embeddings.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from corral.estimate.gguf import GGUFModel, TensorInfo
+from corral.estimate.llama_cpp.hparams import UNGATED_FFN, HParams, read_hparams
+from corral.estimate.llama_cpp.settings import LlamaCppSettings
+
+CPU = "CPU"
+HOST_FOOTPRINT = 48 * 1024 * 1024
+"""llama-server's own resident memory beyond its buffers (binary, threads, HTTP)."""
+GPU_FOOTPRINT = 384 * 1024 * 1024
+"""A GPU runtime's context per device (CUDA/ROCm); not measured here (no GPU)."""
+
+_REPACK_AVX2 = frozenset(
+    {
+        GGMLQuantizationType.Q4_0,
+        GGMLQuantizationType.Q4_K,
+        GGMLQuantizationType.IQ4_NL,
+        GGMLQuantizationType.MXFP4,
+    }
+)
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    avx2: bool = True
+    avx512: bool = False
+
+    def repacks(self, t: TensorInfo) -> bool:
+        types = _REPACK_AVX2 | ({GGMLQuantizationType.Q2_K} if self.avx512 else frozenset())
+        return self.avx2 and t.type in types and len(t.shape) >= 2 and t.shape[1] % 8 == 0
+
+
+@dataclass
+class Usage:
+    """Bytes on one device (or in host RAM), by what they are for."""
+
+    device: str
+    weights: int = 0
+    repack: int = 0
+    kv: int = 0
+    compute: int = 0
+    output: int = 0
+    footprint: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.repack + self.kv + self.compute + self.output + self.footprint
+
+
+@dataclass(frozen=True)
+class OffloadRow:
+    """Memory when ``gpu_layers`` of the ``n_layer + 1`` layers are offloaded."""
+
+    gpu_layers: int
+    host: Usage
+    devices: tuple[Usage, ...] = field(default_factory=tuple)
+
+    def device(self, name: str) -> Usage:
+        return next(d for d in self.devices if d.device == name)
+
+
+@dataclass(frozen=True)
+class LlamaCppEstimate:
+    hparams: HParams
+    settings: LlamaCppSettings
+    devices: tuple[str, ...]
+    rows: tuple[OffloadRow, ...]
+    """``rows[n]``: n layers offloaded, 0 to ``n_layer + 1`` (empty devices: row 0 only)."""
+
+    @property
+    def full_offload(self) -> OffloadRow:
+        return self.rows[-1]
+
+
+def _cache_bytes(cache_type: str, elements: int) -> int:
+    qtype = GGMLQuantizationType[cache_type.upper()]
+    block, size = GGML_QUANT_SIZES[qtype]
+    return -(-elements // block) * size
+
+
+def _pad(n: int, to: int = 256) -> int:
+    return -(-n // to) * to
+
+
+def _tensor_layer(t: TensorInfo, hp: HParams) -> int | None:
+    """The layer a tensor belongs to (``n_layer`` = the output layer); None
+    for input tensors, which stay on the CPU."""
+    if t.name.startswith("blk."):
+        il = int(t.name.split(".", 2)[1])
+        return il if il < hp.n_layer else None
+    if t.name.startswith(("output", "cls")):
+        return hp.n_layer
+    return None
+
+
+def _mapped_span(model: GGUFModel, hp: HParams, placed: list[str], cpu: CpuFeatures) -> int:
+    """Per file, the bytes from the first to the last tensor mapped on the CPU."""
+    total = 0
+    for part in model.parts:
+        starts, ends = [], []
+        for t in part.tensors:
+            il = _tensor_layer(t, hp)
+            on_cpu = il is None or placed[il] == CPU
+            if on_cpu and not (il is not None and cpu.repacks(t)):
+                starts.append(t.offset)
+                ends.append(t.offset + t.nbytes)
+        if starts:
+            total += max(ends) - min(starts)
+    return total
+
+
+def _layer_devices(
+    n_layer: int, gpu_layers: int, devices: Sequence[str], split: Sequence[float]
+) -> list[str]:
+    """The device of each layer 0..n_layer (n_layer = the output layer)."""
+    if not devices:
+        return [CPU] * (n_layer + 1)
+    start = max(n_layer + 1 - gpu_layers, 0)
+    active = min(gpu_layers, n_layer + 1)
+    total = sum(split)
+    points, running = [], 0.0
+    for s in split:
+        running += s
+        points.append(running / total)
+    out = []
+    for il in range(n_layer + 1):
+        if il < start or il - start >= active:
+            out.append(CPU)
+        else:
+            index = min(bisect_right(points, (il - start) / active), len(devices) - 1)
+            out.append(devices[index])
+    return out
+
+
+def _compute(hp: HParams, s: LlamaCppSettings, cells: int, swa_cells: int) -> tuple[int, int]:
+    """A compute buffer's two parts: the graph inputs (on the host too) and
+    the largest stage of one ubatch (on each device that runs layers)."""
+    tokens = min(s.ubatch, s.batch, s.ctx_size) if hp.causal else min(s.ubatch, s.batch)
+    flash = s.flash_attn != "off"
+    kv_len = cells if hp.causal else tokens
+    mask_bytes = 2 if flash else 4
+    inputs = kv_len * tokens * mask_bytes + tokens * 4 * 5
+    if hp.swa_layers:
+        inputs += swa_cells * tokens * mask_bytes
+    if hp.arch in UNGATED_FFN:
+        ffn = 3 * hp.n_embd + hp.n_ff
+    elif hp.n_expert:
+        ffn = 4 * hp.n_embd + 3 * hp.n_expert_used * (hp.n_ff_expert or hp.n_ff) + hp.n_expert
+    else:
+        ffn = 4 * hp.n_embd + 3 * hp.n_ff
+    stage = tokens * 4 * ffn
+    if not flash:
+        stage = max(stage, kv_len * tokens * hp.n_head * 4 + tokens * 4 * 7 * hp.n_embd)
+    return inputs, stage
+
+
+def estimate(
+    model: GGUFModel,
+    settings: LlamaCppSettings,
+    devices: Sequence[str] = (),
+    *,
+    cpu: CpuFeatures | None = None,
+    projector: GGUFModel | None = None,
+) -> LlamaCppEstimate:
+    """Memory per device and in RAM for every number of offloaded layers.
+
+    ``devices`` are llama.cpp's device names in its order (local GPUs, then
+    RPC devices); ``settings.tensor_split`` (default: equal) shares layers
+    among them.
+    """
+    hp = read_hparams(model)
+    cpu = cpu or CpuFeatures()
+    split = settings.tensor_split or (1.0,) * len(devices)
+    if devices and len(split) < len(devices):
+        split = (*split, *(0.0,) * (len(devices) - len(split)))
+    layer_bytes = [0] * (hp.n_layer + 1)
+    layer_repack = [0] * (hp.n_layer + 1)
+    tied = not any(t.name == "output.weight" for t in model.tensors)
+    embd_bytes = 0
+    for t in model.tensors:
+        if t.name == "token_embd.weight":
+            embd_bytes = t.nbytes
+        il = _tensor_layer(t, hp)
+        if il is None:
+            continue
+        layer_bytes[il] += t.nbytes
+        if cpu.repacks(t):
+            layer_repack[il] += t.nbytes
+
+    cells = _pad(settings.ctx_size)
+    swa_cells = (
+        _pad(
+            min(
+                cells,
+                hp.n_swa * (settings.parallel if settings.kv_unified else 1) + settings.ubatch,
+            )
+        )
+        if hp.swa_layers
+        else 0
+    )
+    kv_layer = []
+    for il in range(hp.n_layer):
+        layer_cells = swa_cells if hp.is_swa(il) else cells
+        k = _cache_bytes(settings.cache_type_k, hp.n_head_kv[il] * hp.head_dim_k * layer_cells)
+        v = (
+            0
+            if hp.mla
+            else _cache_bytes(settings.cache_type_v, hp.n_head_kv[il] * hp.head_dim_v * layer_cells)
+        )
+        kv_layer.append(0 if not hp.causal else k + v)
+
+    inputs, stage = _compute(hp, settings, cells, swa_cells)
+    output = settings.parallel * hp.n_vocab * 4
+    if settings.embeddings:
+        output += settings.parallel * hp.n_embd * 4
+    projector_bytes = projector.tensor_bytes if projector is not None else 0
+
+    rows = []
+    for gpu_layers in range(hp.n_layer + 2 if devices else 1):
+        placed = _layer_devices(hp.n_layer, gpu_layers, devices, split)
+        host = Usage(CPU, output=output, footprint=HOST_FOOTPRINT)
+        usage = {
+            d: Usage(d, footprint=GPU_FOOTPRINT if not d.startswith("RPC") else 0) for d in devices
+        }
+        for il in range(hp.n_layer + 1):
+            if placed[il] == CPU:
+                host.repack += layer_repack[il]
+            else:
+                usage[placed[il]].weights += layer_bytes[il]
+            if il < hp.n_layer:
+                on_host = placed[il] == CPU or not settings.kv_offload
+                (host if on_host else usage[placed[il]]).kv += kv_layer[il]
+        host.weights = _mapped_span(model, hp, placed, cpu)
+        if tied and placed[hp.n_layer] != CPU:
+            usage[placed[hp.n_layer]].weights += embd_bytes
+        used = {placed[il] for il in range(hp.n_layer + 1)}
+        host.compute = inputs + (stage if CPU in used else 0)
+        for name, u in usage.items():
+            if name in used:
+                u.compute = inputs + stage
+        if projector_bytes:
+            (usage[devices[0]] if devices and gpu_layers else host).weights += projector_bytes
+        rows.append(OffloadRow(gpu_layers, host, tuple(usage[d] for d in devices)))
+    return LlamaCppEstimate(hp, settings, tuple(devices), tuple(rows))
