@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from tests.fixtures.gguf_headers import (
+    DEEPSEEK_R1,
+    GEMMA_3_27B,
     LLAMA_3_1_8B,
     MIXTRAL_8X7B,
     QWEN2_5_72B,
@@ -48,6 +50,8 @@ def test_files_are_small_and_hold_every_tensor(tmp_path: Path) -> None:
         (LLAMA_3_1_8B, "F16", 16.07e9),
         (QWEN2_5_72B, "Q4_K_M", 47.42e9),
         (MIXTRAL_8X7B, "Q4_K_M", 26.44e9),
+        (GEMMA_3_27B, "Q4_K_M", 16.55e9),
+        (DEEPSEEK_R1, "Q4_K_M", 404.43e9),
     ],
 )
 def test_tensor_tables_add_up_to_the_published_file_sizes(

@@ -21,6 +21,9 @@ from corral.backends.registry import driver
 from corral.backends.steps import InstallError
 from corral.backends.vllm import install as vllm_install
 from corral.config import default_data_dir
+from corral.errors import InvalidModelFile
+from corral.estimate.gguf import read_gguf_model
+from corral.estimate.source import LocalFile
 from corral.schemas.models import Backend
 
 backend_app = typer.Typer(
@@ -142,6 +145,13 @@ def _pick(backend: Backend, data: Path, version: str | None) -> Installation:
 
 
 def _context_length(model: Path) -> int | None:
+    """The model's training context, from its GGUF header or config.json.
+
+    A broken GGUF is refused here, with the reason, before any engine starts.
+    """
+    if model.suffix.lower() == ".gguf":
+        value = read_gguf_model([LocalFile(model)]).arch_value("context_length")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
     config = model / "config.json"
     if config.is_file():
         value = json.loads(config.read_text()).get("max_position_embeddings")
@@ -182,13 +192,17 @@ def run(
     )
     data = data_dir or default_data_dir()
     installation = _pick(chosen, data, version)
+    try:
+        context_length = _context_length(model)
+    except InvalidModelFile as e:
+        raise _fail(e.message) from None
     request = LaunchRequest(
         model_name=name or model.stem,
         model_path=model.resolve(),
         host=host,
         port=port or _free_port(),
         api_key=secrets.token_urlsafe(24),
-        context_length=_context_length(model),
+        context_length=context_length,
         backend_parameters=tuple(ctx.args),
     )
     log = data / "logs" / f"backend-run-{int(time.time())}.log"

@@ -19,15 +19,11 @@ from corral.backends.llama_cpp.install import BACKEND_DIR, MANIFEST, server_vers
 from corral.backends.llama_cpp.memory import parse_memory
 from corral.backends.paths import install_root
 from corral.backends.steps import InstallError
+from corral.estimate.llama_cpp.settings import ALL_LAYERS, default_context, default_parallel
 from corral.schemas.models import Backend, ModelCategory
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONTEXT = 8192
-"""Context given to a model whose training context is larger or unknown."""
-
-LLM_SLOTS = 4
-POOLING_SLOTS = 1
 
 _VISIBLE_DEVICES = {
     "cuda": "CUDA_VISIBLE_DEVICES",
@@ -58,12 +54,13 @@ class LlamaCppDriver:
         flags = installation.flags
         placement = request.placement
         pooling = bool(request.categories & {ModelCategory.EMBEDDING, ModelCategory.RERANKER})
-        slots = POOLING_SLOTS if pooling else LLM_SLOTS
-        context = min(DEFAULT_CONTEXT, request.context_length or DEFAULT_CONTEXT)
+        # The same defaults the memory estimate assumes (corral.estimate.llama_cpp).
+        slots = default_parallel(pooling)
+        context = default_context(request.context_length)
         has_devices = bool(placement.gpu_indices or placement.rpc_endpoints)
         layers = placement.gpu_layers
         if layers is None:
-            layers = 999 if has_devices else 0  # 999: every layer and the output layer
+            layers = ALL_LAYERS if has_devices else 0
 
         argv = [
             str(installation.executable),

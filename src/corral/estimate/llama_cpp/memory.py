@@ -22,7 +22,8 @@ What goes where, as llama.cpp (0.3.36's tree) decides it:
   flash attention) plus the largest stage of one ubatch: the FFN
   (``4·n_embd + 3·n_ff`` floats per token; MoE counts the used experts) or,
   without flash attention, the attention scores (``cells · n_head`` floats).
-* Output buffer (host): logits for one token per slot, plus embeddings.
+* Output buffer (host): logits for one token per slot, plus embeddings. An
+  embedding model with an output head computes logits for a whole ubatch.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from dataclasses import dataclass, field
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from corral.estimate.gguf import GGUFModel, TensorInfo
-from corral.estimate.llama_cpp.hparams import UNGATED_FFN, HParams, read_hparams
+from corral.estimate.llama_cpp.hparams import ENCODERS, UNGATED_FFN, HParams, read_hparams
 from corral.estimate.llama_cpp.settings import LlamaCppSettings
 
 CPU = "CPU"
-HOST_FOOTPRINT = 48 * 1024 * 1024
-"""llama-server's own resident memory beyond its buffers (binary, threads, HTTP)."""
+HOST_FOOTPRINT = 32 * 1024 * 1024
+"""llama-server's own resident memory beyond its buffers (binary, threads, HTTP):
+16-27 MiB measured by bench/estimate_accuracy.py, rounded up."""
 GPU_FOOTPRINT = 384 * 1024 * 1024
 """A GPU runtime's context per device (CUDA/ROCm); not measured here (no GPU)."""
 
@@ -182,6 +184,10 @@ def _compute(hp: HParams, s: LlamaCppSettings, cells: int, swa_cells: int) -> tu
     else:
         ffn = 4 * hp.n_embd + 3 * hp.n_ff
     stage = tokens * 4 * ffn
+    if s.embeddings and hp.arch not in ENCODERS:
+        # Pooling needs every token's output, so a decoder with an output head
+        # computes logits for the whole ubatch.
+        stage = max(stage, tokens * 4 * (hp.n_vocab + hp.n_embd))
     if not flash:
         stage = max(stage, kv_len * tokens * hp.n_head * 4 + tokens * 4 * 7 * hp.n_embd)
     return inputs, stage
