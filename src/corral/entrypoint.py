@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from corral import __version__
+from corral import __version__, estimate_command
 from corral.backends import command as backend_command
 from corral.cli import app as cli_app
 from corral.cli.client import CliError
@@ -35,6 +35,7 @@ def _root(
 server_command.register(app)
 cli_app.register(app)
 backend_command.register(app)
+estimate_command.register(app)
 
 
 def main() -> None:

@@ -243,8 +243,12 @@ def test_backend_run_refuses_a_broken_file_before_starting(
 ) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + bytes(8) + (1 << 62).to_bytes(8, "little") + bytes(8))
-    r = subprocess.run([CORRAL, "backend", "run", str(broken), "--data-dir", str(data_dir)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [CORRAL, "backend", "run", str(broken), "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert "broken.gguf at byte 4: unsupported GGUF version 0" in r.stderr
     assert "log:" not in r.stderr  # no engine was started
