@@ -49,11 +49,6 @@ def models(tmp_path_factory: pytest.TempPathFactory, tiny_models: TinyModels) ->
     return {**paths, "tiny-embed": tiny_models.gguf_embed}
 
 
-def _cpu() -> CpuFeatures:
-    flags = Path("/proc/cpuinfo").read_text()
-    return CpuFeatures(avx2=" avx2" in flags, avx512=" avx512f" in flags)
-
-
 @pytest.mark.parametrize(
     ("name", "params"),
     [
@@ -73,7 +68,11 @@ def test_estimate_matches_llama_server(
     assert isinstance(context, int)
     pooling = name == "tiny-embed"
     predicted = (
-        estimate(model, settings_for(context, pooling=pooling, parameters=params), cpu=_cpu())
+        estimate(
+            model,
+            settings_for(context, pooling=pooling, parameters=params),
+            cpu=CpuFeatures.of_this_machine(),
+        )
         .rows[0]
         .host
     )

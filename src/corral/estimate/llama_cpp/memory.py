@@ -31,6 +31,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
@@ -59,6 +60,15 @@ _REPACK_AVX2 = frozenset(
 class CpuFeatures:
     avx2: bool = True
     avx512: bool = False
+
+    @classmethod
+    def of_this_machine(cls) -> CpuFeatures:
+        """From /proc/cpuinfo (Linux); other systems get the defaults."""
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return cls()
+        return cls(avx2=" avx2" in flags, avx512=" avx512f" in flags)
 
     def repacks(self, t: TensorInfo) -> bool:
         types = _REPACK_AVX2 | ({GGMLQuantizationType.Q2_K} if self.avx512 else frozenset())
