@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.estimate_check import COMPONENTS, MIB, within
 from tests.fixtures.gguf_models import BENCH_MODELS, write_model
 from tests.fixtures.tiny_models import Shape, read_gpt2_vocab
 from tests.fixtures.tiny_models import cached as tiny_models
@@ -45,14 +46,6 @@ from corral.estimate.source import LocalFile
 from corral.estimate.vllm import estimate as estimate_vllm
 from corral.schemas.models import ModelCategory
 
-MIB = 1024 * 1024
-COMPONENTS = {
-    "weights": "model",
-    "repack": "repack",
-    "kv": "kv",
-    "compute": "compute",
-    "output": "output",
-}
 VARIANTS = [
     (),
     ("-ctk", "q8_0", "-ctv", "q8_0"),
@@ -67,10 +60,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def within(estimated: int, actual: int) -> bool:
-    return abs(estimated - actual) <= max(0.05 * actual, 32 * MIB)
 
 
 def measure(

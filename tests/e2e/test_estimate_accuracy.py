@@ -20,17 +20,9 @@ from corral.estimate.llama_cpp.settings import settings_for
 from corral.estimate.source import LocalFile
 from corral.schemas.models import ModelCategory
 from tests.backends import install_llama_cpp, launch_request
+from tests.estimate_check import COMPONENTS, MIB, within
 from tests.fixtures.gguf_models import BENCH_MODELS, write_model
 from tests.fixtures.tiny_models import TinyModels, read_gpt2_vocab
-
-MIB = 1024 * 1024
-COMPONENTS = {
-    "weights": "model",
-    "repack": "repack",
-    "kv": "kv",
-    "compute": "compute",
-    "output": "output",
-}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +77,6 @@ def test_estimate_matches_llama_server(
     actual = LlamaCppDriver().parse_memory((tmp_path / "llama.log").read_text())
     for ours, theirs in COMPONENTS.items():
         est, act = getattr(predicted, ours), actual.total("CPU", theirs)
-        assert abs(est - act) <= max(0.05 * act, 32 * MIB), (ours, est / MIB, act / MIB)
+        assert within(est, act), (ours, est / MIB, act / MIB)
     total = predicted.total - predicted.footprint
     assert abs(total - actual.total("CPU")) <= 0.05 * actual.total("CPU")
