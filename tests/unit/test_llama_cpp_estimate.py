@@ -4,10 +4,12 @@ fixtures), against hand-computed numbers."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corral.errors import InvalidInputError
 from corral.estimate.gguf import GGUFModel, read_gguf_model
-from corral.estimate.llama_cpp.memory import GPU_FOOTPRINT, CpuFeatures, estimate
+from corral.estimate.llama_cpp.memory import GPU_FOOTPRINT, CpuFeatures, estimate, layer_ranges
 from corral.estimate.llama_cpp.settings import LlamaCppSettings, settings_for
 from corral.estimate.source import LocalFile
 from tests.fixtures.gguf_headers import generate
@@ -146,3 +148,37 @@ def test_bad_parameters_are_named(params: list[str]) -> None:
 def test_embedding_defaults() -> None:
     s = settings_for(512, pooling=True)
     assert s == LlamaCppSettings(ctx_size=512, parallel=1, kv_unified=False, embeddings=True)
+
+
+def _naive_layer_devices(n_layer: int, gpu_layers: int, split: list[float]) -> list[int | None]:
+    """llama.cpp's rule spelt out per layer: the device of each layer, None for the CPU."""
+    from bisect import bisect_right
+
+    start = max(n_layer + 1 - gpu_layers, 0)
+    active = min(gpu_layers, n_layer + 1)
+    total, running, points = sum(split), 0.0, []
+    for s in split:
+        running += s
+        points.append(running / total)
+    return [
+        None if il < start else min(bisect_right(points, (il - start) / active), len(split) - 1)
+        for il in range(n_layer + 1)
+    ]
+
+
+@given(
+    n_layer=st.integers(1, 130),
+    gpu_layers=st.integers(0, 140),
+    split=st.lists(st.floats(0, 200, allow_nan=False), min_size=1, max_size=9).filter(
+        lambda xs: sum(xs) > 0
+    ),
+)
+def test_layer_ranges_match_llama_cpp_rule_layer_by_layer(
+    n_layer: int, gpu_layers: int, split: list[float]
+) -> None:
+    expected = _naive_layer_devices(n_layer, gpu_layers, split)
+    got: list[int | None] = [None] * (n_layer + 1)
+    for j, (a, b) in enumerate(layer_ranges(n_layer, gpu_layers, split)):
+        for il in range(a, b):
+            got[il] = j
+    assert got == expected

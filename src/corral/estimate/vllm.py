@@ -236,3 +236,23 @@ def estimate(
         per_gpu_kv_min=int(seq_kv * kv_share),
         per_gpu_overhead=RUNTIME_OVERHEAD,
     )
+
+
+def estimate_by_tp(
+    config: Mapping[str, Any],
+    tensors: Sequence[SafeTensor],
+    *,
+    parameters: Sequence[str] = (),
+    max_tp: int = 8,
+) -> dict[int, VllmEstimate]:
+    """The estimate at every tensor-parallel size up to ``max_tp`` the heads
+    allow, or only at the size the user fixed with ``--tensor-parallel-size``."""
+    if option(parameters, "--tensor-parallel-size", "-tp"):
+        e = estimate(config, tensors, parameters=parameters)
+        return {e.tensor_parallel_size: e}
+    c = read_config(config)
+    return {
+        tp: estimate(config, tensors, tensor_parallel_size=tp, parameters=parameters)
+        for tp in range(1, max_tp + 1)
+        if tp_allowed(c, tp)
+    }

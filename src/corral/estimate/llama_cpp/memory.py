@@ -28,9 +28,9 @@ What goes where, as llama.cpp (0.3.36's tree) decides it:
 
 from __future__ import annotations
 
-from bisect import bisect_right
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -104,19 +104,6 @@ class OffloadRow:
         return next(d for d in self.devices if d.device == name)
 
 
-@dataclass(frozen=True)
-class LlamaCppEstimate:
-    hparams: HParams
-    settings: LlamaCppSettings
-    devices: tuple[str, ...]
-    rows: tuple[OffloadRow, ...]
-    """``rows[n]``: n layers offloaded, 0 to ``n_layer + 1`` (empty devices: row 0 only)."""
-
-    @property
-    def full_offload(self) -> OffloadRow:
-        return self.rows[-1]
-
-
 def _cache_bytes(cache_type: str, elements: int) -> int:
     qtype = GGMLQuantizationType[cache_type.upper()]
     block, size = GGML_QUANT_SIZES[qtype]
@@ -138,14 +125,15 @@ def _tensor_layer(t: TensorInfo, hp: HParams) -> int | None:
     return None
 
 
-def _mapped_span(model: GGUFModel, hp: HParams, placed: list[str], cpu: CpuFeatures) -> int:
-    """Per file, the bytes from the first to the last tensor mapped on the CPU."""
+def _mapped_span(model: GGUFModel, hp: HParams, first_gpu_layer: int, cpu: CpuFeatures) -> int:
+    """Per file, the bytes from the first to the last tensor mapped on the CPU
+    when layers ``first_gpu_layer`` and above are offloaded."""
     total = 0
     for part in model.parts:
         starts, ends = [], []
         for t in part.tensors:
             il = _tensor_layer(t, hp)
-            on_cpu = il is None or placed[il] == CPU
+            on_cpu = il is None or il < first_gpu_layer
             if on_cpu and not (il is not None and cpu.repacks(t)):
                 starts.append(t.offset)
                 ends.append(t.offset + t.nbytes)
@@ -154,27 +142,128 @@ def _mapped_span(model: GGUFModel, hp: HParams, placed: list[str], cpu: CpuFeatu
     return total
 
 
-def _layer_devices(
-    n_layer: int, gpu_layers: int, devices: Sequence[str], split: Sequence[float]
-) -> list[str]:
-    """The device of each layer 0..n_layer (n_layer = the output layer)."""
-    if not devices:
-        return [CPU] * (n_layer + 1)
-    start = max(n_layer + 1 - gpu_layers, 0)
-    active = min(gpu_layers, n_layer + 1)
+def _split_points(split: Sequence[float]) -> list[float]:
     total = sum(split)
     points, running = [], 0.0
     for s in split:
         running += s
         points.append(running / total)
-    out = []
-    for il in range(n_layer + 1):
-        if il < start or il - start >= active:
-            out.append(CPU)
-        else:
-            index = min(bisect_right(points, (il - start) / active), len(devices) - 1)
-            out.append(devices[index])
-    return out
+    return points
+
+
+def _first_at_or_after(point: float, active: int) -> int:
+    """The smallest i in 0..active with ``i / active >= point``, computed with
+    the same float division llama.cpp's split uses, so borders match exactly."""
+    i = min(max(math.ceil(point * active), 0), active)
+    while i > 0 and (i - 1) / active >= point:
+        i -= 1
+    while i < active and i / active < point:
+        i += 1
+    return i
+
+
+def layer_ranges(n_layer: int, gpu_layers: int, split: Sequence[float]) -> list[tuple[int, int]]:
+    """For each device, the layers ``[first, end)`` it holds (of 0..n_layer,
+    n_layer being the output layer).
+
+    llama.cpp offloads the last ``gpu_layers`` layers and gives device ``j``
+    the layers whose relative position falls in its share of the split.
+    """
+    layers = n_layer + 1
+    start = max(layers - gpu_layers, 0)
+    active = min(gpu_layers, layers)
+    if not split:
+        return []
+    if active == 0:
+        return [(start, start)] * len(split)
+    points = _split_points(split)
+    borders = [0, *(_first_at_or_after(p, active) for p in points[:-1]), active]
+    return [(start + borders[j], start + borders[j + 1]) for j in range(len(split))]
+
+
+@dataclass(frozen=True)
+class LlamaCppEstimate:
+    """What a model needs, precomputed once for all placements.
+
+    Host memory depends only on how many layers are offloaded; a device's
+    memory only on which layers it holds. So any placement (devices, tensor
+    split, offloaded layers) is priced in O(devices) from prefix sums: what
+    the scheduler searches over, and what ``rows`` tabulates for display.
+    """
+
+    hparams: HParams
+    settings: LlamaCppSettings
+    devices: tuple[str, ...]
+    """The devices ``rows`` is tabulated for (in llama.cpp's order)."""
+    layer_weights: tuple[int, ...]
+    """Bytes of each layer 0..n_layer (n_layer = the output layer)."""
+    layer_kv: tuple[int, ...]
+    """KV cache bytes of each layer 0..n_layer (the output layer has none)."""
+    tied_output: int
+    """Token embeddings copied to the output layer's device (tied embeddings)."""
+    compute: int
+    """Compute buffer on each device that runs at least one layer."""
+    projector: int
+    hosts: tuple[Usage, ...]
+    """Host memory with 0..n_layer+1 layers offloaded."""
+    rows: tuple[OffloadRow, ...]
+    """``rows[n]``: n layers offloaded over ``devices`` by ``settings.tensor_split``
+    (empty devices: row 0 only)."""
+    _prefix_weights: tuple[int, ...] = field(repr=False, default=())
+    _prefix_kv: tuple[int, ...] = field(repr=False, default=())
+
+    @property
+    def layers(self) -> int:
+        """Offloadable layers, the output layer included."""
+        return self.hparams.n_layer + 1
+
+    @property
+    def full_offload(self) -> OffloadRow:
+        return self.rows[-1]
+
+    def host(self, gpu_layers: int) -> Usage:
+        return self.hosts[min(gpu_layers, self.layers)]
+
+    def device_usage(
+        self, gpu_layers: int, devices: Sequence[str], split: Sequence[float] | None = None
+    ) -> tuple[Usage, ...]:
+        """Memory on each device when ``gpu_layers`` are offloaded over ``devices``
+        in llama.cpp's order, shared by ``split`` (default: equal)."""
+        split = split or (1.0,) * len(devices)
+        if len(split) < len(devices):
+            split = (*split, *(0.0,) * (len(devices) - len(split)))
+        ranges = layer_ranges(self.hparams.n_layer, gpu_layers, split[: len(devices)])
+        output_layer = self.hparams.n_layer
+        pw, pk = self._prefix_weights, self._prefix_kv
+        out = []
+        for j, (name, (a, b)) in enumerate(zip(devices, ranges, strict=True)):
+            u = Usage(name, footprint=0 if name.startswith("RPC") else GPU_FOOTPRINT)
+            u.weights = pw[b] - pw[a]
+            if a <= output_layer < b:
+                u.weights += self.tied_output
+            if j == 0 and gpu_layers > 0:
+                u.weights += self.projector
+            if self.settings.kv_offload:
+                u.kv = pk[b] - pk[a]
+            if b > a:
+                u.compute = self.compute
+            out.append(u)
+        return tuple(out)
+
+    def row(
+        self, gpu_layers: int, devices: Sequence[str], split: Sequence[float] | None = None
+    ) -> OffloadRow:
+        return OffloadRow(
+            gpu_layers, self.host(gpu_layers), self.device_usage(gpu_layers, devices, split)
+        )
+
+
+def _prefix(values: Sequence[int]) -> tuple[int, ...]:
+    out, running = [0], 0
+    for v in values:
+        running += v
+        out.append(running)
+    return tuple(out)
 
 
 def _compute(hp: HParams, s: LlamaCppSettings, cells: int, swa_cells: int) -> tuple[int, int]:
@@ -213,17 +302,15 @@ def estimate(
 ) -> LlamaCppEstimate:
     """Memory per device and in RAM for every number of offloaded layers.
 
-    ``devices`` are llama.cpp's device names in its order (local GPUs, then
-    RPC devices); ``settings.tensor_split`` (default: equal) shares layers
-    among them.
+    ``devices`` are llama.cpp's device names in its order (RPC devices, then
+    local GPUs); ``settings.tensor_split`` (default: equal) shares layers
+    among them. Any other placement is priced with ``device_usage``.
     """
     hp = read_hparams(model)
     cpu = cpu or CpuFeatures()
-    split = settings.tensor_split or (1.0,) * len(devices)
-    if devices and len(split) < len(devices):
-        split = (*split, *(0.0,) * (len(devices) - len(split)))
-    layer_bytes = [0] * (hp.n_layer + 1)
-    layer_repack = [0] * (hp.n_layer + 1)
+    layers = hp.n_layer + 1
+    layer_bytes = [0] * layers
+    layer_repack = [0] * layers
     tied = not any(t.name == "output.weight" for t in model.tensors)
     embd_bytes = 0
     for t in model.tensors:
@@ -247,7 +334,7 @@ def estimate(
         if hp.swa_layers
         else 0
     )
-    kv_layer = []
+    kv_layer = [0] * layers
     for il in range(hp.n_layer):
         layer_cells = swa_cells if hp.is_swa(il) else cells
         k = _cache_bytes(settings.cache_type_k, hp.n_head_kv[il] * hp.head_dim_k * layer_cells)
@@ -256,7 +343,7 @@ def estimate(
             if hp.mla
             else _cache_bytes(settings.cache_type_v, hp.n_head_kv[il] * hp.head_dim_v * layer_cells)
         )
-        kv_layer.append(0 if not hp.causal else k + v)
+        kv_layer[il] = 0 if not hp.causal else k + v
 
     inputs, stage = _compute(hp, settings, cells, swa_cells)
     output = settings.parallel * hp.n_vocab * 4
@@ -264,30 +351,32 @@ def estimate(
         output += settings.parallel * hp.n_embd * 4
     projector_bytes = projector.tensor_bytes if projector is not None else 0
 
-    rows = []
-    for gpu_layers in range(hp.n_layer + 2 if devices else 1):
-        placed = _layer_devices(hp.n_layer, gpu_layers, devices, split)
+    hosts = []
+    for gpu_layers in range(layers + 1):
+        first_gpu = layers - gpu_layers
         host = Usage(CPU, output=output, footprint=HOST_FOOTPRINT)
-        usage = {
-            d: Usage(d, footprint=GPU_FOOTPRINT if not d.startswith("RPC") else 0) for d in devices
-        }
-        for il in range(hp.n_layer + 1):
-            if placed[il] == CPU:
-                host.repack += layer_repack[il]
-            else:
-                usage[placed[il]].weights += layer_bytes[il]
-            if il < hp.n_layer:
-                on_host = placed[il] == CPU or not settings.kv_offload
-                (host if on_host else usage[placed[il]]).kv += kv_layer[il]
-        host.weights = _mapped_span(model, hp, placed, cpu)
-        if tied and placed[hp.n_layer] != CPU:
-            usage[placed[hp.n_layer]].weights += embd_bytes
-        used = {placed[il] for il in range(hp.n_layer + 1)}
-        host.compute = inputs + (stage if CPU in used else 0)
-        for name, u in usage.items():
-            if name in used:
-                u.compute = inputs + stage
-        if projector_bytes:
-            (usage[devices[0]] if devices and gpu_layers else host).weights += projector_bytes
-        rows.append(OffloadRow(gpu_layers, host, tuple(usage[d] for d in devices)))
-    return LlamaCppEstimate(hp, settings, tuple(devices), tuple(rows))
+        host.repack = sum(layer_repack[:first_gpu])
+        host.kv = sum(kv_layer[:first_gpu] if settings.kv_offload else kv_layer)
+        host.weights = _mapped_span(model, hp, first_gpu, cpu)
+        host.compute = inputs + (stage if first_gpu > 0 else 0)
+        if gpu_layers == 0:
+            host.weights += projector_bytes
+        hosts.append(host)
+
+    table = LlamaCppEstimate(
+        hparams=hp,
+        settings=settings,
+        devices=tuple(devices),
+        layer_weights=tuple(layer_bytes),
+        layer_kv=tuple(kv_layer),
+        tied_output=embd_bytes if tied else 0,
+        compute=inputs + stage,
+        projector=projector_bytes,
+        hosts=tuple(hosts),
+        rows=(),
+        _prefix_weights=_prefix(layer_bytes),
+        _prefix_kv=_prefix(kv_layer),
+    )
+    split = settings.tensor_split
+    rows = tuple(table.row(n, devices, split) for n in range(layers + 1 if devices else 1))
+    return replace(table, rows=rows)

@@ -1,0 +1,341 @@
+"""llama.cpp placements, in the order tried (first kind that fits wins):
+
+1. every layer on one GPU;
+2. every layer on several GPUs of one worker, fewest GPUs first;
+3. every layer over GPUs of several workers (a primary and helpers whose
+   GPUs join over RPC), fewest workers first — when distributed_inference;
+4. as many layers as fit on one worker's GPUs, the rest on its CPU — when
+   cpu_offloading;
+5. entirely on the CPU — when cpu_offloading.
+
+Layers are shared over GPUs in proportion to their free memory; the split
+is in whole MiB so that the launch command (``--tensor-split``) reproduces
+exactly the layer borders priced here. Prices come from the estimate's
+prefix sums (``LlamaCppEstimate.device_usage``), so a decision costs
+O(GPUs) per candidate rather than a pass over every tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from corral.estimate.llama_cpp.memory import GPU_FOOTPRINT, HOST_FOOTPRINT, LlamaCppEstimate, Usage
+from corral.scheduler import describe
+from corral.scheduler.cluster import Gpu, Node, NodeClaim
+from corral.scheduler.describe import gib
+from corral.scheduler.filters import selected_gpus
+from corral.scheduler.placement import Helper, Placement, PlacementKind
+from corral.scheduler.request import PlacementRequest
+from corral.scheduler.scoring import ScoreKey, score
+
+MIB = 1024**2
+PRIMARIES_TRIED = 8
+"""Distributed placements: primaries tried per worker count; helpers are the
+workers with the most free GPU memory. Bounds the search on big clusters."""
+DETAILED_REASONS = 20
+"""Workers whose rejection is worked out in full; the rest are counted."""
+
+
+@dataclass(frozen=True)
+class _Fit:
+    gpu_layers: int
+    split: tuple[float, ...]
+    usages: tuple[Usage, ...]
+    """Per device, in llama.cpp's order."""
+    host: Usage
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    kind: PlacementKind
+    node: Node
+    gpus: tuple[Gpu, ...]
+    fit: _Fit
+    helpers: tuple[tuple[Node, tuple[Gpu, ...]], ...] = ()
+    rank: int = 0
+    """Compared before the score: fewer GPUs or workers, more layers."""
+
+    def devices(self) -> list[Gpu]:
+        """In llama.cpp's order: RPC devices (the helpers') first, then local GPUs."""
+        return [g for _, gpus in self.helpers for g in gpus] + list(self.gpus)
+
+
+def _split(gpus: Sequence[Gpu]) -> tuple[float, ...]:
+    return tuple(float(max(g.free // MIB, 1)) for g in gpus)
+
+
+def _price(e: LlamaCppEstimate, gpu_layers: int, gpus: Sequence[Gpu]) -> _Fit | None:
+    """The fit of ``gpu_layers`` layers over ``gpus`` split by free memory, or None."""
+    split = _split(gpus)
+    # Real GPU names (never "RPC…"): a helper's GPU holds a runtime context too.
+    usages = e.device_usage(gpu_layers, [f"gpu{i}" for i in range(len(gpus))], split)
+    if all(u.total <= g.free for u, g in zip(usages, gpus, strict=True)):
+        return _Fit(gpu_layers, split, usages, e.host(gpu_layers))
+    return None
+
+
+def _most_layers(e: LlamaCppEstimate, gpus: Sequence[Gpu]) -> _Fit | None:
+    """The most layers these GPUs hold, by binary search over the layer count."""
+    best = _price(e, 0, gpus)
+    if best is None:
+        return None
+    lo, hi = 0, e.layers
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        fit = _price(e, mid, gpus)
+        if fit is None:
+            hi = mid - 1
+        else:
+            lo, best = mid, fit
+    return best
+
+
+def _holds_a_layer(e: LlamaCppEstimate, gpu: Gpu) -> bool:
+    return gpu.free >= GPU_FOOTPRINT + e.compute + min(e.layer_weights)
+
+
+def place(request: PlacementRequest, nodes: Sequence[Node]) -> tuple[Placement | None, list[str]]:
+    """The best placement on these (already filtered) workers, or one reason per worker."""
+    e = request.llama_cpp
+    usable = {n.id: selected_gpus(n, request) for n in nodes}
+    kinds = (
+        _pinned if request.gpu_selector else _one_gpu,
+        _multi_gpu,
+        _distributed if request.distributed_inference else None,
+        _partial_offload if request.cpu_offloading else None,
+        _cpu_only if request.cpu_offloading else None,
+    )
+    for kind in kinds:
+        if kind is None:
+            continue
+        candidates = kind(e, request, nodes, usable)
+        if candidates:
+            best = min(candidates, key=lambda c: (c.rank, _score(request, c)))
+            return _placement(e, best), []
+    return None, _reasons(e, request, nodes, usable)
+
+
+def _score(request: PlacementRequest, c: _Candidate) -> ScoreKey:
+    used = [(g, u.total) for g, u in zip(c.devices(), c.fit.usages, strict=True)]
+    local = used[len(used) - len(c.gpus) :]
+    return score(request.strategy, c.node, local, request.model_id, c.fit.host.total)
+
+
+def _pinned(
+    e: LlamaCppEstimate,
+    request: PlacementRequest,
+    nodes: Sequence[Node],
+    usable: dict[int, list[Gpu]],
+) -> list[_Candidate]:
+    """gpu_selector: exactly the named GPUs of one worker, every layer on them."""
+    out = []
+    for node in nodes:
+        gpus = usable[node.id]
+        fit = _price(e, e.layers, gpus)
+        if fit is not None and fit.host.total <= node.ram_free:
+            kind = PlacementKind.ONE_GPU if len(gpus) == 1 else PlacementKind.MULTI_GPU
+            out.append(_Candidate(kind, node, tuple(gpus), fit))
+    return out
+
+
+def _one_gpu(
+    e: LlamaCppEstimate,
+    request: PlacementRequest,
+    nodes: Sequence[Node],
+    usable: dict[int, list[Gpu]],
+) -> list[_Candidate]:
+    usage = e.device_usage(e.layers, ["gpu0"])
+    host = e.host(e.layers)
+    fit = _Fit(e.layers, (1.0,), usage, host)
+    need = usage[0].total
+    return [
+        _Candidate(PlacementKind.ONE_GPU, node, (g,), fit)
+        for node in nodes
+        if host.total <= node.ram_free
+        for g in usable[node.id]
+        if g.free >= need
+    ]
+
+
+def _multi_gpu(
+    e: LlamaCppEstimate,
+    request: PlacementRequest,
+    nodes: Sequence[Node],
+    usable: dict[int, list[Gpu]],
+) -> list[_Candidate]:
+    if request.gpu_selector:
+        return []  # _pinned already tried the named set
+    out = []
+    for node in nodes:
+        by_free = sorted(usable[node.id], key=lambda g: (-g.free, g.index))
+        for k in range(2, len(by_free) + 1):
+            gpus = sorted(by_free[:k], key=lambda g: g.index)
+            fit = _price(e, e.layers, gpus)
+            if fit is not None:
+                if fit.host.total <= node.ram_free:
+                    out.append(_Candidate(PlacementKind.MULTI_GPU, node, tuple(gpus), fit, rank=k))
+                break
+    fewest = min((c.rank for c in out), default=0)
+    return [c for c in out if c.rank == fewest]
+
+
+def _distributed(
+    e: LlamaCppEstimate,
+    request: PlacementRequest,
+    nodes: Sequence[Node],
+    usable: dict[int, list[Gpu]],
+) -> list[_Candidate]:
+    with_gpus = [n for n in nodes if usable[n.id]]
+    with_gpus.sort(key=lambda n: (-sum(g.free for g in usable[n.id]), n.name))
+    helper_ram = HOST_FOOTPRINT
+    for workers in range(2, min(request.max_workers, len(with_gpus)) + 1):
+        out = []
+        for primary in with_gpus[:PRIMARIES_TRIED]:
+            helpers = tuple(
+                (n, tuple(usable[n.id]))
+                for n in [h for h in with_gpus if h is not primary][: workers - 1]
+                if n.ram_free >= helper_ram
+            )
+            if len(helpers) < workers - 1:
+                continue
+            local = tuple(usable[primary.id])
+            devices = [g for _, gpus in helpers for g in gpus] + list(local)
+            fit = _price(e, e.layers, devices)
+            if fit is not None and fit.host.total <= primary.ram_free:
+                out.append(
+                    _Candidate(PlacementKind.DISTRIBUTED, primary, local, fit, helpers, workers)
+                )
+        if out:
+            return out
+    return []
+
+
+def _partial_offload(
+    e: LlamaCppEstimate,
+    request: PlacementRequest,
+    nodes: Sequence[Node],
+    usable: dict[int, list[Gpu]],
+) -> list[_Candidate]:
+    out = []
+    for node in nodes:
+        gpus = usable[node.id]
+        if not request.gpu_selector:
+            gpus = [g for g in gpus if _holds_a_layer(e, g)]
+        if not gpus:
+            continue
+        fit = _most_layers(e, gpus)
+        if fit is not None and fit.gpu_layers > 0 and fit.host.total <= node.ram_free:
+            out.append(
+                _Candidate(
+                    PlacementKind.PARTIAL_OFFLOAD, node, tuple(gpus), fit, rank=-fit.gpu_layers
+                )
+            )
+    return out
+
+
+def _cpu_only(
+    e: LlamaCppEstimate,
+    request: PlacementRequest,
+    nodes: Sequence[Node],
+    usable: dict[int, list[Gpu]],
+) -> list[_Candidate]:
+    if request.gpu_selector:
+        return []
+    host = e.host(0)
+    fit = _Fit(0, (), (), host)
+    return [_Candidate(PlacementKind.CPU, n, (), fit) for n in nodes if host.total <= n.ram_free]
+
+
+def _placement(e: LlamaCppEstimate, c: _Candidate) -> Placement:
+    devices = c.devices()
+    usages = c.fit.usages
+    local = usages[len(usages) - len(c.gpus) :]
+    claims = [
+        NodeClaim(
+            c.node.id,
+            ram=c.fit.host.total,
+            gpus={g.index: u.total for g, u in zip(c.gpus, local, strict=True)},
+        )
+    ]
+    offset = 0
+    for node, gpus in c.helpers:
+        part = usages[offset : offset + len(gpus)]
+        offset += len(gpus)
+        claims.append(
+            NodeClaim(
+                node.id,
+                ram=HOST_FOOTPRINT,
+                gpus={g.index: u.total for g, u in zip(gpus, part, strict=True)},
+            )
+        )
+    return Placement(
+        kind=c.kind,
+        worker_id=c.node.id,
+        worker_name=c.node.name,
+        gpus=tuple(g.index for g in c.gpus),
+        claims=tuple(claims),
+        gpu_layers=c.fit.gpu_layers,
+        total_layers=e.layers,
+        tensor_split=c.fit.split if len(devices) > 1 else (),
+        helpers=tuple(Helper(n.id, n.name, tuple(g.index for g in gpus)) for n, gpus in c.helpers),
+        summary=_summary(e, c),
+    )
+
+
+def _summary(e: LlamaCppEstimate, c: _Candidate) -> str:
+    n, total = c.fit.gpu_layers, e.layers
+    on_gpus = ", ".join(
+        f"{g.index} ({gib(u.total)})"
+        for g, u in zip(c.gpus, c.fit.usages[len(c.fit.usages) - len(c.gpus) :], strict=True)
+    )
+    ram = gib(c.fit.host.total)
+    name = c.node.name
+    if c.kind is PlacementKind.CPU:
+        return f"all {total} layers on the CPU of {name} ({ram} of RAM)"
+    if c.kind is PlacementKind.PARTIAL_OFFLOAD:
+        return (
+            f"{n} of {total} layers on {name} GPU {on_gpus}; {total - n} on its CPU ({ram} of RAM)"
+        )
+    if c.kind is PlacementKind.DISTRIBUTED:
+        helpers = "; ".join(
+            f"{h.name} GPU {','.join(str(g.index) for g in gs)}" for h, gs in c.helpers
+        )
+        return f"all {total} layers over {name} GPU {on_gpus} and helpers {helpers}"
+    return f"all {total} layers on {name} GPU {on_gpus}"
+
+
+def _reasons(
+    e: LlamaCppEstimate,
+    request: PlacementRequest,
+    nodes: Sequence[Node],
+    usable: dict[int, list[Gpu]],
+) -> list[str]:
+    need = e.device_usage(e.layers, ["gpu0"])[0].total
+    ordered = sorted(nodes, key=lambda n: (-sum(g.free for g in usable[n.id]), n.name))
+    reasons = []
+    for node in ordered[:DETAILED_REASONS]:
+        gpus = usable[node.id]
+        if not gpus:
+            if request.cpu_offloading:
+                line = (
+                    f"no GPU; the CPU needs {gib(e.host(0).total)} of RAM, "
+                    f"{gib(node.ram_free)} free"
+                )
+            else:
+                line = "no GPU, and cpu_offloading is off"
+        else:
+            fit = _most_layers(e, gpus)
+            n = fit.gpu_layers if fit else 0
+            line = f"{describe.gpus(gpus)}, {gib(need)} needed for all {e.layers} layers, {n} fit"
+            if not request.cpu_offloading:
+                line += "; cpu_offloading is off"
+            else:
+                line += (
+                    f"; with {e.layers - n} on the CPU it needs {gib(e.host(n).total)} of RAM, "
+                    f"{gib(node.ram_free)} free"
+                )
+        reasons.append(f"{node.name}: {line}")
+    if len(ordered) > DETAILED_REASONS:
+        reasons.append(f"{len(ordered) - DETAILED_REASONS} more workers with less free GPU memory")
+    return reasons
