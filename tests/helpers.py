@@ -105,7 +105,8 @@ def run_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **(env or {})},
+            # No test reaches the real Hugging Face: a refused port fails at once.
+            env={"HF_ENDPOINT": "http://127.0.0.1:9", **os.environ, **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -38,6 +38,17 @@ class ServerSettings(BaseSettings):
     cluster_token: SecretStr | None = None
     log_level: str = "info"
     session_ttl_hours: int = Field(default=24 * 7, ge=1)
+    heartbeat_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds without a heartbeat before a worker is not ready."
+    )
+    reschedule_grace: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds a not-ready worker keeps its instances before they are placed again.",
+    )
+    placement_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between retries of pending instances."
+    )
 
     @field_validator("log_level")
     @classmethod

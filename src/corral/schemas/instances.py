@@ -34,6 +34,7 @@ class InstanceRead(OutputModel):
     download_progress: float | None
     restart_count: int
     claim: dict[str, Any] | None
+    placement: dict[str, Any] | None
     command: list[str] | None
     created_at: datetime
     updated_at: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,9 +23,12 @@ from corral.server.api import (
     workers,
 )
 from corral.server.api.errors import install_error_handlers
+from corral.server.controllers.liveness import LivenessController
+from corral.server.controllers.placement import PlacementController
 from corral.server.db.engine import Database
 from corral.server.db.migrate import migrate
 from corral.server.security import generate_password
+from corral.server.services.estimates import Estimator
 from corral.server.services.users import BootstrapResult, bootstrap_admin
 
 logger = logging.getLogger(__name__)
@@ -61,7 +65,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             app.state.db = db
             app.state.settings = settings
             app.state.cluster_token = _cluster_token(settings)
-            yield
+            async with _controllers(app, db, settings):
+                yield
         finally:
             await db.dispose()
 
@@ -79,6 +84,27 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app
+
+
+@asynccontextmanager
+async def _controllers(app: FastAPI, db: Database, settings: ServerSettings) -> AsyncIterator[None]:
+    estimator = Estimator()
+    app.state.estimator = estimator
+    placement = PlacementController(db, estimator, settings.placement_interval)
+    liveness = LivenessController(
+        db,
+        heartbeat_timeout=settings.heartbeat_timeout,
+        grace=settings.reschedule_grace,
+        on_released=placement.wake,
+    )
+    app.state.placement = placement
+    tasks = [asyncio.create_task(c.run(), name=c.name) for c in (placement, liveness)]
+    try:
+        yield
+    finally:
+        placement.shutdown()
+        liveness.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _cluster_token(settings: ServerSettings) -> str:

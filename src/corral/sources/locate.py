@@ -3,6 +3,7 @@ into byte sources for the estimators."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from dataclasses import dataclass
@@ -102,3 +103,16 @@ def _local_shards(directory: Path) -> list[ByteSource]:
     if not files:
         raise InvalidInputError(f"{directory} has no .safetensors files")
     return [LocalFile(f) for f in files]
+
+
+def hf_glob(repo: str, pattern: str, client: httpx.Client, *, revision: str = "main") -> str:
+    """The file of a Hugging Face repo a glob names: the first match in name
+    order, and for a split model its first part."""
+    token = os.environ.get("HF_TOKEN")
+    info = _get_json(f"{hf_endpoint()}/api/models/{repo}/revision/{revision}", client, token)
+    names = sorted(str(s.get("rfilename")) for s in info.get("siblings", []) if isinstance(s, dict))
+    matches = [n for n in names if fnmatch.fnmatch(n, pattern) and "mmproj" not in n.lower()]
+    if not matches:
+        raise InvalidInputError(f"no file in {repo}@{revision} matches {pattern!r}")
+    firsts = [n for n in matches if (split_part_names(n) or [n])[0] == n]
+    return (firsts or matches)[0]

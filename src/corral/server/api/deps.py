@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,6 +19,12 @@ _bearer = HTTPBearer(auto_error=False, description="A session token, API key or 
 def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
+
+
+def get_wake(request: Request) -> Callable[[], None]:
+    """Wakes the placement controller after a change that may let instances be placed."""
+    placement = getattr(request.app.state, "placement", None)
+    return placement.wake if placement is not None else (lambda: None)
 
 
 def bearer_token(
@@ -37,3 +44,4 @@ async def get_principal(
 DbDep = Annotated[Database, Depends(get_db)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 TokenDep = Annotated[str, Depends(bearer_token)]
+WakeDep = Annotated[Callable[[], None], Depends(get_wake)]

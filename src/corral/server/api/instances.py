@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from corral.schemas.common import ItemList
 from corral.schemas.instances import InstanceRead, InstanceState
-from corral.server.api.deps import DbDep, PrincipalDep
+from corral.server.api.deps import DbDep, PrincipalDep, WakeDep
 from corral.server.services import instances
 
 router = APIRouter(prefix="/instances", tags=["instances"])
@@ -35,8 +35,11 @@ async def get_instance(instance_id: int, db: DbDep, principal: PrincipalDep) -> 
 
 
 @router.delete("/{instance_id}", status_code=204)
-async def delete_instance(instance_id: int, db: DbDep, principal: PrincipalDep) -> Response:
+async def delete_instance(
+    instance_id: int, db: DbDep, principal: PrincipalDep, wake: WakeDep
+) -> Response:
     """Remove an instance; a fresh one replaces it while the model wants replicas."""
     principal.require_admin()
     await instances.delete_instance(db, instance_id)
+    wake()
     return Response(status_code=204)

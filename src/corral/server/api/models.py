@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from corral.schemas.common import ItemList
 from corral.schemas.models import ModelCreate, ModelRead, ModelUpdate
-from corral.server.api.deps import DbDep, PrincipalDep
-from corral.server.services import models
+from corral.schemas.plans import PlanRead
+from corral.server.api.deps import DbDep, PrincipalDep, WakeDep
+from corral.server.services import models, placement
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
 @router.post("", status_code=201)
-async def create_model(body: ModelCreate, db: DbDep, principal: PrincipalDep) -> ModelRead:
+async def create_model(
+    body: ModelCreate, db: DbDep, principal: PrincipalDep, wake: WakeDep
+) -> ModelRead:
     principal.require_admin()
-    return await models.create_model(db, body)
+    model = await models.create_model(db, body)
+    wake()
+    return model
+
+
+@router.post(":plan")
+async def plan_model(
+    body: ModelCreate, db: DbDep, principal: PrincipalDep, request: Request
+) -> PlanRead:
+    """Where this spec would run now and the memory estimate behind it, or per
+    worker why it would not fit. Creates nothing."""
+    principal.require_admin()
+    return await placement.plan_model(db, request.app.state.estimator, body)
 
 
 @router.get("")
@@ -34,14 +49,19 @@ async def get_model(model_id: int, db: DbDep, principal: PrincipalDep) -> ModelR
 
 @router.patch("/{model_id}")
 async def update_model(
-    model_id: int, body: ModelUpdate, db: DbDep, principal: PrincipalDep
+    model_id: int, body: ModelUpdate, db: DbDep, principal: PrincipalDep, wake: WakeDep
 ) -> ModelRead:
     principal.require_admin()
-    return await models.update_model(db, model_id, body)
+    model = await models.update_model(db, model_id, body)
+    wake()
+    return model
 
 
 @router.delete("/{model_id}", status_code=204)
-async def delete_model(model_id: int, db: DbDep, principal: PrincipalDep) -> Response:
+async def delete_model(
+    model_id: int, db: DbDep, principal: PrincipalDep, wake: WakeDep
+) -> Response:
     principal.require_admin()
     await models.delete_model(db, model_id)
+    wake()  # its claims are gone: other pending instances may fit now
     return Response(status_code=204)

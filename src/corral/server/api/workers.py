@@ -14,7 +14,7 @@ from corral.schemas.workers import (
     WorkerRegistered,
     WorkerStatus,
 )
-from corral.server.api.deps import DbDep, PrincipalDep, TokenDep
+from corral.server.api.deps import DbDep, PrincipalDep, TokenDep, WakeDep
 from corral.server.security import tokens_equal
 from corral.server.services import instances, workers
 
@@ -23,7 +23,12 @@ router = APIRouter(prefix="/workers", tags=["workers"])
 
 @router.post("/register", status_code=201, responses={200: {"model": WorkerRegistered}})
 async def register_worker(
-    body: WorkerRegister, db: DbDep, token: TokenDep, request: Request, response: Response
+    body: WorkerRegister,
+    db: DbDep,
+    token: TokenDep,
+    request: Request,
+    response: Response,
+    wake: WakeDep,
 ) -> WorkerRegistered:
     """Join the cluster with the cluster token; returns the worker's own credential
     (201 for a new worker, 200 when a known worker registers again)."""
@@ -31,15 +36,19 @@ async def register_worker(
         raise AuthenticationError("registration needs the cluster token")
     registered, created = await workers.register_worker(db, body)
     response.status_code = 201 if created else 200
+    wake()
     return registered
 
 
 @router.post("/{worker_id}/status")
 async def report_status(
-    worker_id: int, body: WorkerStatus, db: DbDep, principal: PrincipalDep
+    worker_id: int, body: WorkerStatus, db: DbDep, principal: PrincipalDep, wake: WakeDep
 ) -> WorkerRead:
     principal.require_worker(worker_id)
-    return await workers.report_status(db, worker_id, body)
+    worker, changed = await workers.report_status(db, worker_id, body)
+    if changed:
+        wake()
+    return worker
 
 
 @router.get("/{worker_id}/instances")
@@ -65,14 +74,19 @@ async def get_worker(worker_id: int, db: DbDep, principal: PrincipalDep) -> Work
 
 @router.patch("/{worker_id}")
 async def update_worker(
-    worker_id: int, body: WorkerLabelsUpdate, db: DbDep, principal: PrincipalDep
+    worker_id: int, body: WorkerLabelsUpdate, db: DbDep, principal: PrincipalDep, wake: WakeDep
 ) -> WorkerRead:
     principal.require_admin()
-    return await workers.update_labels(db, worker_id, body)
+    worker = await workers.update_labels(db, worker_id, body)
+    wake()
+    return worker
 
 
 @router.delete("/{worker_id}", status_code=204)
-async def delete_worker(worker_id: int, db: DbDep, principal: PrincipalDep) -> Response:
+async def delete_worker(
+    worker_id: int, db: DbDep, principal: PrincipalDep, wake: WakeDep
+) -> Response:
     principal.require_admin()
     await workers.delete_worker(db, worker_id)
+    wake()
     return Response(status_code=204)

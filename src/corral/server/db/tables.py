@@ -175,6 +175,10 @@ class Instance(Timestamped, Base):
     download_progress: Mapped[float | None] = mapped_column(Float, nullable=True)
     restart_count: Mapped[int] = mapped_column(Integer, default=0)
     claim: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    """``{"workers": [NodeClaim, ...]}``: the memory held on each worker involved
+    (helpers' too), what free memory is computed from."""
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    """The scheduler's decision (``corral.scheduler.Placement.to_json``)."""
     command: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
 
 

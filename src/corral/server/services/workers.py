@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,18 @@ from corral.server.security import Credential, CredentialKind, hash_secret, new_
 from corral.server.services.rows import load
 
 logger = logging.getLogger(__name__)
+
+_UNPLACED: dict[str, object] = {
+    "worker_id": None,
+    "state": InstanceState.PENDING,
+    "devices": [],
+    "port": None,
+    "pid": None,
+    "claim": None,
+    "placement": None,
+    "command": None,
+}
+"""An instance's columns when it goes back to be placed again, its claims freed."""
 
 
 async def register_worker(db: Database, body: WorkerRegister) -> tuple[WorkerRegistered, bool]:
@@ -77,15 +89,113 @@ async def _register(
     ), created
 
 
-async def report_status(db: Database, worker_id: int, status: WorkerStatus) -> WorkerRead:
+async def report_status(
+    db: Database, worker_id: int, status: WorkerStatus
+) -> tuple[WorkerRead, bool]:
+    """Store a heartbeat. Returns the worker and whether what placement sees
+    changed (it became ready, or its devices or memory did)."""
     async with db.write() as s:
         worker = await load(s, Worker, worker_id, "worker")
-        worker.status = status.model_dump()
+        reported = status.model_dump()
+        previous = worker.status or {}
+        changed = (
+            worker.state != WorkerState.READY
+            or any(previous.get(k) != reported.get(k) for k in ("devices", "disks"))
+            or (previous.get("memory") or {}).get("total") != status.memory.total
+        )
+        if worker.state != WorkerState.READY:
+            # Back after a silence: what was not yet placed elsewhere is still
+            # its own, and its next report of each instance tells the rest.
+            await s.execute(
+                update(Instance)
+                .where(
+                    Instance.worker_id == worker_id,
+                    Instance.state == InstanceState.UNREACHABLE,
+                )
+                .values(
+                    state=InstanceState.SCHEDULED,
+                    state_message=f"worker {worker.name} is back; waiting for its report",
+                )
+            )
+            logger.info("worker %s (id %d) is ready", worker.name, worker_id)
+        worker.status = reported
         worker.heartbeat_at = datetime.now(UTC)
         worker.state = WorkerState.READY
         worker.state_message = None
         await s.flush()
-        return WorkerRead.model_validate(worker)
+        return WorkerRead.model_validate(worker), changed
+
+
+async def check_liveness(db: Database, timeout: float, grace: float) -> int:
+    """Workers silent for ``timeout`` seconds become not ready and their
+    instances unreachable; after ``grace`` more seconds those instances are
+    released (claims freed, back to pending) to be placed elsewhere.
+
+    Returns how many instances were released. Every change is guarded by the
+    condition that caused it, so concurrent servers agree.
+    """
+    now = datetime.now(UTC)
+    silent_since = now - timedelta(seconds=timeout)
+    lost_since = silent_since - timedelta(seconds=grace)
+    async with db.write() as s:
+        stale = (
+            await s.execute(
+                select(Worker.id, Worker.name).where(
+                    Worker.state == WorkerState.READY, Worker.heartbeat_at < silent_since
+                )
+            )
+        ).all()
+        for worker_id, name in stale:
+            await s.execute(
+                update(Worker)
+                .where(Worker.id == worker_id, Worker.heartbeat_at < silent_since)
+                .values(
+                    state=WorkerState.NOT_READY,
+                    state_message=f"no heartbeat for {timeout:.0f} s",
+                )
+            )
+            await s.execute(
+                update(Instance)
+                .where(
+                    Instance.worker_id == worker_id,
+                    Instance.state.not_in([InstanceState.PENDING, InstanceState.UNREACHABLE]),
+                )
+                .values(
+                    state=InstanceState.UNREACHABLE,
+                    state_message=f"worker {name} sent no heartbeat for {timeout:.0f} s",
+                )
+            )
+            logger.warning("worker %s (id %d): no heartbeat for %.0f s", name, worker_id, timeout)
+        lost = (
+            await s.execute(
+                select(Worker.id, Worker.name).where(
+                    Worker.state != WorkerState.READY, Worker.heartbeat_at < lost_since
+                )
+            )
+        ).all()
+        released = 0
+        for worker_id, name in lost:
+            result = await s.execute(
+                update(Instance)
+                .where(Instance.worker_id == worker_id)
+                .values(
+                    **_UNPLACED,
+                    state_message=(
+                        f"worker {name} was unreachable for {timeout + grace:.0f} s; "
+                        "placing it again"
+                    ),
+                )
+            )
+            count: int = result.rowcount  # type: ignore[attr-defined]
+            if count:
+                logger.warning(
+                    "worker %s (id %d): released %d instance(s) to be placed elsewhere",
+                    name,
+                    worker_id,
+                    count,
+                )
+            released += count
+    return released
 
 
 async def list_workers(db: Database) -> list[WorkerRead]:
@@ -126,16 +236,7 @@ async def delete_worker(db: Database, worker_id: int) -> None:
         await s.execute(
             update(Instance)
             .where(Instance.worker_id == worker_id)
-            .values(
-                worker_id=None,
-                state=InstanceState.PENDING,
-                state_message=f"worker {worker.name} was removed from the cluster",
-                devices=[],
-                port=None,
-                pid=None,
-                claim=None,
-                command=None,
-            )
+            .values(**_UNPLACED, state_message=f"worker {worker.name} was removed from the cluster")
         )
         await s.delete(worker)
     logger.info("deleted worker %s (id %d)", worker.name, worker_id)

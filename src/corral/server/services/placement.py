@@ -1,0 +1,442 @@
+"""Placing pending instances: load, decide, apply, with guarded writes.
+
+A pass reads the pending instances and their models, gets each model's
+footprint (outside any transaction: it may read remote metadata), then, in
+one transaction per batch, takes the placement lock, loads the cluster
+snapshot (workers and every stored claim), asks the pure scheduler for each
+instance and writes placement and claims with a compare-and-set on the
+instance still being pending.
+
+The lock makes placements serial across server processes: on PostgreSQL a
+transaction-scoped advisory lock, on SQLite the write transaction itself
+(``BEGIN IMMEDIATE``). Since the snapshot is read after the lock is held, a
+placement always sees every claim committed before it, so two servers never
+book the same memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import literal, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from corral.errors import CorralError, InvalidInputError
+from corral.estimate.llama_cpp.memory import LlamaCppEstimate
+from corral.scheduler import (
+    ClusterSnapshot,
+    NodeClaim,
+    Placement,
+    PlacementRequest,
+    Unplaceable,
+    schedule,
+)
+from corral.scheduler.cluster import node_from_worker
+from corral.schemas.instances import InstanceState
+from corral.schemas.models import (
+    VLLM_DEFAULT_WORKER_SELECTOR,
+    Backend,
+    ModelCategory,
+    ModelCreate,
+    PlacementStrategy,
+    resolve_backend,
+)
+from corral.schemas.plans import DeviceNeed, PlanRead
+from corral.schemas.workers import SystemReserved, WorkerStatus
+from corral.server.db.engine import Database
+from corral.server.db.tables import Instance, Model, Worker
+from corral.server.services.estimates import Estimator, Footprint, ModelSpec
+from corral.server.services.launch import implied_command
+from corral.sources.http import RemoteFileError
+
+logger = logging.getLogger(__name__)
+
+BATCH = 200
+"""Instances placed per transaction: keeps the lock short on big backlogs."""
+_ADVISORY_KEY = 0x636F7272616C  # "corral"
+
+
+@dataclass(frozen=True)
+class PassResult:
+    placed: int = 0
+    waiting: int = 0
+    failed: int = 0
+
+
+def spec_of(model: Model) -> ModelSpec:
+    return ModelSpec(
+        backend=Backend(model.backend),
+        source=dict(model.source),
+        backend_parameters=tuple(model.backend_parameters),
+        categories=frozenset(ModelCategory(c) for c in model.categories),
+    )
+
+
+def request_for(model: Model | None, footprint: Footprint, **spec: object) -> PlacementRequest:
+    """The scheduler's question for one instance of ``model`` (or a spec not yet saved)."""
+    fields = (
+        {
+            "worker_selector": model.worker_selector,
+            "gpu_selector": tuple(model.gpu_selector),
+            "cpu_offloading": model.cpu_offloading,
+            "distributed_inference": model.distributed_inference,
+            "strategy": PlacementStrategy(model.placement_strategy),
+            "model_id": model.id,
+        }
+        if model is not None
+        else {}
+    )
+    fields.update(spec)
+    return PlacementRequest(
+        backend=footprint.spec.backend,
+        estimate=footprint.estimate,
+        disk_bytes=footprint.download_bytes,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def lock_placements(s: AsyncSession) -> None:
+    if s.get_bind().dialect.name == "postgresql":
+        await s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_KEY})
+
+
+async def load_snapshot(s: AsyncSession) -> ClusterSnapshot:
+    workers = await s.execute(
+        select(
+            Worker.id,
+            Worker.name,
+            Worker.state,
+            Worker.labels,
+            Worker.status,
+            Worker.system_reserved,
+        )
+    )
+    nodes = [
+        node_from_worker(
+            wid,
+            name,
+            state,
+            labels or {},
+            WorkerStatus.model_validate(status) if status else None,
+            SystemReserved.model_validate(reserved or {}),
+        )
+        for wid, name, state, labels, status, reserved in workers
+    ]
+    snapshot = ClusterSnapshot(nodes)
+    claims = await s.execute(
+        select(Instance.model_id, Instance.claim).where(Instance.worker_id.is_not(None))
+    )
+    for model_id, claim in claims:
+        if claim:
+            snapshot.apply(claims_of(claim), model_id)
+    return snapshot
+
+
+def claims_of(claim: dict[str, object]) -> list[NodeClaim]:
+    workers = claim.get("workers") or []
+    assert isinstance(workers, list)
+    return [NodeClaim.from_json(c) for c in workers]
+
+
+async def place_pending(db: Database, estimator: Estimator) -> PassResult:
+    """One pass over every pending instance."""
+    async with db.read() as s:
+        rows = (
+            await s.execute(
+                select(Instance.id, Model)
+                .join(Model, Model.id == Instance.model_id)
+                .where(Instance.state == InstanceState.PENDING)
+                .order_by(Instance.id)
+            )
+        ).all()
+    if not rows:
+        return PassResult()
+    footprints: dict[int, Footprint | CorralError] = {}
+    for _, model in rows:
+        if model.id not in footprints:
+            footprints[model.id] = await _footprint(estimator, model)
+    placed = waiting = failed = 0
+    for start in range(0, len(rows), BATCH):
+        batch = [(iid, m) for iid, m in rows[start : start + BATCH]]
+        p, w, f = await _place_batch(db, batch, footprints)
+        placed, waiting, failed = placed + p, waiting + w, failed + f
+    if placed or failed:
+        logger.info("placement pass: %d placed, %d waiting, %d failed", placed, waiting, failed)
+    return PassResult(placed, waiting, failed)
+
+
+async def _footprint(estimator: Estimator, model: Model) -> Footprint | CorralError:
+    try:
+        return await estimator.footprint(spec_of(model))
+    except CorralError as e:
+        logger.warning("model %s (id %d): cannot estimate memory: %s", model.name, model.id, e)
+        return e
+    except Exception as e:  # a reader bug must not stop placing every other model
+        logger.exception("model %s (id %d): estimating memory failed", model.name, model.id)
+        return CorralError(f"estimating memory failed: {e}")
+
+
+async def _place_batch(
+    db: Database,
+    batch: Sequence[tuple[int, Model]],
+    footprints: dict[int, Footprint | CorralError],
+) -> tuple[int, int, int]:
+    placed = waiting = failed = 0
+    started = time.perf_counter()
+    async with db.write() as s:
+        await lock_placements(s)
+        snapshot = await load_snapshot(s)
+        addresses = {wid: addr for wid, addr in await s.execute(select(Worker.id, Worker.address))}
+        unplaceable: dict[int, str] = {}
+        for instance_id, model in batch:
+            footprint = footprints[model.id]
+            if isinstance(footprint, CorralError):
+                # A broken or unreadable model file will not fix itself; a
+                # network error might, so that one stays pending.
+                transient = isinstance(footprint, RemoteFileError) or not isinstance(
+                    footprint, InvalidInputError
+                )
+                state = InstanceState.PENDING if transient else InstanceState.ERROR
+                message = f"cannot estimate the model's memory: {footprint.message}"
+                await _set_waiting(s, instance_id, message, state)
+                failed += not transient
+                waiting += transient
+                continue
+            if model.id in unplaceable:  # same spec, same snapshot: same answer
+                await _set_waiting(s, instance_id, unplaceable[model.id])
+                waiting += 1
+                continue
+            result = schedule(request_for(model, footprint), snapshot)
+            if isinstance(result, Unplaceable):
+                unplaceable[model.id] = result.message()
+                await _set_waiting(s, instance_id, unplaceable[model.id])
+                waiting += 1
+                continue
+            if await _assign(s, instance_id, model, footprint, result, addresses):
+                snapshot.apply(result.claims, model.id)
+                placed += 1
+    logger.debug("placed a batch of %d in %.3f s", len(batch), time.perf_counter() - started)
+    return placed, waiting, failed
+
+
+async def _set_waiting(
+    s: AsyncSession, instance_id: int, message: str, state: InstanceState = InstanceState.PENDING
+) -> None:
+    await s.execute(
+        update(Instance)
+        .where(
+            Instance.id == instance_id,
+            Instance.state == InstanceState.PENDING,
+            # Rewriting an unchanged message on every retry would only churn the database.
+            or_(
+                Instance.state_message.is_(None),
+                Instance.state_message != message,
+                literal(state != InstanceState.PENDING),
+            ),
+        )
+        .values(state=state, state_message=message)
+    )
+
+
+async def _assign(
+    s: AsyncSession,
+    instance_id: int,
+    model: Model,
+    footprint: Footprint,
+    placement: Placement,
+    addresses: dict[int, str],
+) -> bool:
+    command = implied_command(
+        backend=Backend(model.backend),
+        model_name=model.name,
+        source=model.source,
+        categories=frozenset(ModelCategory(c) for c in model.categories),
+        parameters=list(model.backend_parameters),
+        context_length=footprint.context_length,
+        placement=placement,
+        helper_addresses=addresses,
+    )
+    result = await s.execute(
+        update(Instance)
+        .where(Instance.id == instance_id, Instance.state == InstanceState.PENDING)
+        .values(
+            state=InstanceState.SCHEDULED,
+            state_message=placement.summary,
+            worker_id=placement.worker_id,
+            devices=list(placement.gpus),
+            claim={"workers": [c.to_json() for c in placement.claims]},
+            placement=placement.to_json(),
+            command=command,
+        )
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False  # deleted or changed since the pass began
+    logger.info(
+        "instance %d of model %s (id %d) placed: %s",
+        instance_id,
+        model.name,
+        model.id,
+        placement.summary,
+    )
+    return True
+
+
+async def plan_model(db: Database, estimator: Estimator, body: ModelCreate) -> PlanRead:
+    """Where a model spec would be placed now, and the estimate behind it.
+
+    Creates nothing and takes no lock: the answer is what the next placement
+    would most likely do, not a reservation.
+    """
+    backend = resolve_backend(body.source, body.backend)
+    selector = body.worker_selector
+    if selector is None:
+        selector = dict(VLLM_DEFAULT_WORKER_SELECTOR) if backend is Backend.VLLM else {}
+    categories = frozenset(body.categories)
+    spec = ModelSpec(
+        backend=backend,
+        source=body.source.model_dump(),
+        backend_parameters=tuple(body.backend_parameters),
+        categories=categories,
+    )
+    footprint = await estimator.footprint(spec)
+    async with db.read() as s:
+        snapshot = await load_snapshot(s)
+        addresses = {wid: addr for wid, addr in await s.execute(select(Worker.id, Worker.address))}
+    request = request_for(
+        None,
+        footprint,
+        worker_selector=selector,
+        gpu_selector=tuple(body.gpu_selector),
+        cpu_offloading=body.cpu_offloading,
+        distributed_inference=body.distributed_inference,
+        strategy=body.placement_strategy,
+    )
+    result = schedule(request, snapshot)
+    summary = describe_estimate(footprint)
+    if isinstance(result, Unplaceable):
+        return PlanRead(
+            backend=backend,
+            fits=False,
+            message=result.summary,
+            estimate=summary,
+            placement=None,
+            devices=[],
+            reasons=list(result.reasons),
+            command=None,
+        )
+    command = implied_command(
+        backend=backend,
+        model_name=body.name,
+        source=spec.source,
+        categories=categories,
+        parameters=list(body.backend_parameters),
+        context_length=footprint.context_length,
+        placement=result,
+        helper_addresses=addresses,
+    )
+    return PlanRead(
+        backend=backend,
+        fits=True,
+        message=result.summary,
+        estimate=summary,
+        placement=result.to_json(),
+        devices=device_needs(footprint, result, snapshot),
+        reasons=[],
+        command=command,
+    )
+
+
+def describe_estimate(footprint: Footprint) -> dict[str, Any]:
+    e = footprint.estimate
+    if isinstance(e, LlamaCppEstimate):
+        one = e.device_usage(e.layers, ["gpu0"])[0]
+        s = e.settings
+        return {
+            "architecture": e.hparams.arch,
+            "layers": e.layers,
+            "context_size": s.ctx_size,
+            "parallel": s.parallel,
+            "cache_type": f"{s.cache_type_k}/{s.cache_type_v}",
+            "all_layers_on_one_gpu": {
+                "weights": one.weights,
+                "kv_cache": one.kv,
+                "compute": one.compute,
+                "total": one.total,
+                "ram": e.host(e.layers).total,
+            },
+            "cpu_only_ram": e.host(0).total,
+            "download_bytes": footprint.download_bytes,
+        }
+    first = e[min(e)]
+    return {
+        "architectures": list(first.config.architectures),
+        "weights": first.weight_bytes,
+        "max_model_len": first.max_model_len,
+        "model_max_context": first.config.max_position,
+        "kv_bytes_per_token": first.kv_bytes_per_token,
+        "gpu_memory_utilization": first.gpu_memory_utilization,
+        "per_gpu_need": {str(tp): est.per_gpu_need for tp, est in sorted(e.items())},
+        "download_bytes": footprint.download_bytes,
+    }
+
+
+def device_needs(
+    footprint: Footprint, placement: Placement, snapshot: ClusterSnapshot
+) -> list[DeviceNeed]:
+    """The placement's memory by device and kind (llama.cpp), or as claimed (vLLM)."""
+    names = {n.id: n.name for n in snapshot.nodes}
+    e = footprint.estimate
+    out = []
+    if isinstance(e, LlamaCppEstimate) and placement.gpu_layers is not None:
+        order = [(h.worker_id, g) for h in placement.helpers for g in h.gpus]
+        order += [(placement.worker_id, g) for g in placement.gpus]
+        usages = e.device_usage(
+            placement.gpu_layers, [f"gpu{i}" for i in range(len(order))], placement.tensor_split
+        )
+        for (wid, gpu), u in zip(order, usages, strict=True):
+            out.append(_need(wid, names.get(wid, ""), gpu, u.weights, u.kv, u.compute, u.total))
+        host = e.host(placement.gpu_layers)
+        out.append(
+            _need(
+                placement.worker_id,
+                placement.worker_name,
+                None,
+                host.weights + host.repack,
+                host.kv,
+                host.compute,
+                host.total,
+            )
+        )
+        return out
+    vllm = None if isinstance(e, LlamaCppEstimate) else e.get(placement.tensor_parallel_size or 1)
+    for claim in placement.claims:
+        name = names.get(claim.worker_id, "")
+        for gpu, nbytes in claim.gpus.items():
+            if vllm is None:
+                out.append(_need(claim.worker_id, name, gpu, 0, 0, 0, nbytes))
+                continue
+            # vLLM fills what weights, activations and its runtime leave with KV cache.
+            weights, compute = vllm.per_gpu_weights, vllm.per_gpu_activation
+            kv = max(nbytes - weights - compute - vllm.per_gpu_overhead, 0)
+            out.append(_need(claim.worker_id, name, gpu, weights, kv, compute, nbytes))
+        out.append(_need(claim.worker_id, name, None, 0, 0, 0, claim.ram))
+    return out
+
+
+def _need(
+    worker_id: int, name: str, gpu: int | None, weights: int, kv: int, compute: int, total: int
+) -> DeviceNeed:
+    return DeviceNeed(
+        worker_id=worker_id,
+        worker_name=name,
+        gpu=gpu,
+        weights=weights,
+        kv_cache=kv,
+        compute=compute,
+        other=max(total - weights - kv - compute, 0),
+        total=total,
+    )
