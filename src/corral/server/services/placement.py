@@ -55,7 +55,7 @@ from corral.sources.http import RemoteFileError
 
 logger = logging.getLogger(__name__)
 
-BATCH = 200
+BATCH = 50
 """Instances placed per transaction: keeps the lock short on big backlogs."""
 _ADVISORY_KEY = 0x636F7272616C  # "corral"
 
