@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.tiny_models import cached
 from tests.helpers import CORRAL, ServerProcess, register_worker, unique
+from tests.integration.test_placement import GIB, join
 
 
 class Cli:
@@ -200,3 +202,21 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert "cannot reach the corral server at http://127.0.0.1:9" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_deploy_dry_run_prints_the_plan_and_creates_nothing(
+    cli: Cli, server: ServerProcess, tmp_path: Path
+) -> None:
+    pool = unique("dry")
+    join(server, pool, [8 * GIB])
+    name = unique("dry-model")
+    path = str(cached().gguf_q8_0)
+    args = ["models", "deploy", name, "--local-path", path, "--worker-selector", f"pool={pool}"]
+    out = cli.run(*args, "--dry-run").stdout
+    assert "llama.cpp: would run: all" in out and "layers on" in out
+    assert "GPU 0" in out and "RAM" in out and "command: llama-server" in out
+    assert cli.json(*args, "--dry-run")["fits"] is True
+    r = cli.run("models", "show", name, ok=False)
+    assert r.returncode == 1  # nothing was created
+    out = cli.run(*args[:-1], "pool=elsewhere", "--dry-run").stdout
+    assert "would wait" in out and "worker_selector wants pool=elsewhere" in out

@@ -9,7 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from corral.cli.client import Client, CliError
-from corral.cli.output import JsonOpt, format_labels, print_fields, print_json, print_table
+from corral.cli.output import (
+    JsonOpt,
+    format_labels,
+    print_fields,
+    print_json,
+    print_table,
+)
 
 models_app = typer.Typer(help="Deploy and manage models.", no_args_is_help=True)
 instances_app = typer.Typer(help="See model instances.", no_args_is_help=True)
@@ -123,6 +129,12 @@ def deploy(
     restart_on_error: Annotated[
         bool, typer.Option("--restart-on-error/--no-restart-on-error")
     ] = True,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Show where it would run and the memory estimate; deploy nothing."
+        ),
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Deploy a model."""
@@ -142,6 +154,9 @@ def deploy(
     }
     if worker_selector is not None:
         body["worker_selector"] = parse_pairs(worker_selector, "--worker-selector")
+    if dry_run:
+        plan = Client().post("/api/v1/models:plan", body)
+        return print_json(plan) if json_output else _print_plan(plan)
     model = Client().post("/api/v1/models", body)
     if json_output:
         return print_json(model)
@@ -149,6 +164,50 @@ def deploy(
         f"Deployed {model['name']} (id {model['id']}) on {model['backend']}, "
         f"{model['replicas']} replica(s)"
     )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    verdict = "would run" if plan["fits"] else "would wait"
+    typer.echo(f"{plan['backend']}: {verdict}: {plan['message']}")
+    estimate = plan["estimate"]
+    if "layers" in estimate:
+        one = estimate["all_layers_on_one_gpu"]
+        typer.echo(
+            f"estimate: {estimate['architecture']}, {estimate['layers']} layers, context "
+            f"{estimate['context_size']} x {estimate['parallel']} slots; all layers on one GPU: "
+            f"{_gib(one['total'])} GiB (weights {_gib(one['weights'])}, "
+            f"KV {_gib(one['kv_cache'])}, compute {_gib(one['compute'])}); "
+            f"CPU only: {_gib(estimate['cpu_only_ram'])} GiB RAM"
+        )
+    else:
+        needs = ", ".join(f"tp {tp}: {_gib(n)} GiB" for tp, n in estimate["per_gpu_need"].items())
+        typer.echo(
+            f"estimate: weights {_gib(estimate['weights'])} GiB, --max-model-len "
+            f"{estimate['max_model_len']}; per GPU {needs}"
+        )
+    if plan["devices"]:
+        print_table(
+            ["WORKER", "DEVICE", "WEIGHTS GiB", "KV GiB", "COMPUTE GiB", "TOTAL GiB"],
+            [
+                [
+                    d["worker_name"],
+                    "RAM" if d["gpu"] is None else f"GPU {d['gpu']}",
+                    _gib(d["weights"]),
+                    _gib(d["kv_cache"]),
+                    _gib(d["compute"]),
+                    _gib(d["total"]),
+                ]
+                for d in plan["devices"]
+            ],
+        )
+    for reason in plan["reasons"]:
+        typer.echo(f"  {reason}")
+    if plan["command"]:
+        typer.echo("command: " + " ".join(plan["command"]))
 
 
 @models_app.command("show")
