@@ -95,6 +95,8 @@ class ClusterSnapshot:
 
     def __post_init__(self) -> None:
         self.nodes.sort(key=lambda n: (n.name, n.id))
+        for n in self.nodes:
+            n.gpus.sort(key=lambda g: g.index)
         self._by_id = {n.id: n for n in self.nodes}
 
     def node(self, worker_id: int) -> Node | None:

@@ -47,9 +47,24 @@ def _disk(node: Node, request: PlacementRequest) -> str | None:
 FILTERS: tuple[Filter, ...] = (_ready, _labels, _platform, _gpu_selector, _disk)
 
 
-def rejection(node: Node, request: PlacementRequest) -> str | None:
+def filters_for(request: PlacementRequest) -> tuple[Filter, ...]:
+    """The filters that can reject anything for this request (the others are
+    skipped: on a big cluster every call per worker counts)."""
+    active: dict[Filter, bool] = {
+        _ready: True,
+        _labels: bool(request.worker_selector),
+        _platform: request.backend is Backend.VLLM,
+        _gpu_selector: bool(request.gpu_selector),
+        _disk: bool(request.disk_bytes),
+    }
+    return tuple(f for f in FILTERS if active[f])
+
+
+def rejection(
+    node: Node, request: PlacementRequest, filters: tuple[Filter, ...] = FILTERS
+) -> str | None:
     """Why this worker cannot run the instance, or None if it may."""
-    for check in FILTERS:
+    for check in filters:
         reason = check(node, request)
         if reason is not None:
             return reason
@@ -57,9 +72,9 @@ def rejection(node: Node, request: PlacementRequest) -> str | None:
 
 
 def selected_gpus(node: Node, request: PlacementRequest) -> list[Gpu]:
-    """The worker's GPUs the instance may use, in index order."""
+    """The worker's GPUs the instance may use, in index order (callers must not mutate)."""
     if not request.gpu_selector:
-        return sorted(node.gpus, key=lambda g: g.index)
+        return node.gpus
     wanted = {
         int(index)
         for worker, _, index in (s.rpartition(":") for s in request.gpu_selector)

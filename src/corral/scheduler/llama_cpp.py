@@ -27,7 +27,8 @@ from corral.scheduler.describe import gib
 from corral.scheduler.filters import selected_gpus
 from corral.scheduler.placement import Helper, Placement, PlacementKind
 from corral.scheduler.request import PlacementRequest
-from corral.scheduler.scoring import ScoreKey, score
+from corral.scheduler.scoring import ScoreKey, score, score_one_gpu
+from corral.schemas.models import PlacementStrategy
 
 MIB = 1024**2
 PRIMARIES_TRIED = 8
@@ -55,6 +56,8 @@ class _Candidate:
     helpers: tuple[tuple[Node, tuple[Gpu, ...]], ...] = ()
     rank: int = 0
     """Compared before the score: fewer GPUs or workers, more layers."""
+    key: ScoreKey | None = None
+    """The score, when the candidate's maker computed it already."""
 
     def devices(self) -> list[Gpu]:
         """In llama.cpp's order: RPC devices (the helpers') first, then local GPUs."""
@@ -111,7 +114,7 @@ def place(request: PlacementRequest, nodes: Sequence[Node]) -> tuple[Placement |
             continue
         candidates = kind(e, request, nodes, usable)
         if candidates:
-            best = min(candidates, key=lambda c: (c.rank, _score(request, c)))
+            best = min(candidates, key=lambda c: (c.rank, c.key or _score(request, c)))
             return _placement(e, best), []
     return None, _reasons(e, request, nodes, usable)
 
@@ -145,17 +148,38 @@ def _one_gpu(
     nodes: Sequence[Node],
     usable: dict[int, list[Gpu]],
 ) -> list[_Candidate]:
+    """Per worker, its best single GPU that holds every layer (the hot path on
+    big clusters: a comparison per GPU, a candidate per worker)."""
     usage = e.device_usage(e.layers, ["gpu0"])
     host = e.host(e.layers)
     fit = _Fit(e.layers, (1.0,), usage, host)
     need = usage[0].total
-    return [
-        _Candidate(PlacementKind.ONE_GPU, node, (g,), fit)
-        for node in nodes
-        if host.total <= node.ram_free
-        for g in usable[node.id]
-        if g.free >= need
-    ]
+    binpack = request.strategy is PlacementStrategy.BINPACK
+    out = []
+    for node in nodes:
+        if host.total > node.ram_free:
+            continue
+        best: Gpu | None = None
+        for g in usable[node.id]:
+            if g.free < need:
+                continue
+            if best is None or (
+                g.free < best.free
+                if binpack
+                else (g.instances, -g.free) < (best.instances, -best.free)
+            ):
+                best = g
+        if best is not None:
+            key = score_one_gpu(request.strategy, node, best, need, request.model_id)
+            out.append(_Candidate(PlacementKind.ONE_GPU, node, (best,), fit, key=key))
+    return out
+
+
+def _least_need(e: LlamaCppEstimate, devices: int) -> int:
+    """A lower bound of what ``devices`` GPUs together need for every layer:
+    weights, KV cache, one compute buffer and a runtime context each."""
+    kv = sum(e.layer_kv) if e.settings.kv_offload else 0
+    return sum(e.layer_weights) + kv + e.tied_output + e.compute + devices * GPU_FOOTPRINT
 
 
 def _multi_gpu(
@@ -166,17 +190,28 @@ def _multi_gpu(
 ) -> list[_Candidate]:
     if request.gpu_selector:
         return []  # _pinned already tried the named set
-    out = []
+    out: list[_Candidate] = []
+    fewest = 1 << 30
+    bound = _least_need(e, 0)
     for node in nodes:
-        by_free = sorted(usable[node.id], key=lambda g: (-g.free, g.index))
-        for k in range(2, len(by_free) + 1):
-            gpus = sorted(by_free[:k], key=lambda g: g.index)
-            fit = _price(e, e.layers, gpus)
+        gpus = usable[node.id]
+        if len(gpus) < 2 or sum(g.free for g in gpus) < bound + 2 * GPU_FOOTPRINT:
+            continue  # cannot hold it on all its GPUs together: skip the pricing
+        by_free = sorted(gpus, key=lambda g: (-g.free, g.index))
+        total = by_free[0].free
+        for k in range(2, min(len(by_free), fewest) + 1):
+            total += by_free[k - 1].free
+            if total < bound + k * GPU_FOOTPRINT:
+                continue
+            chosen = sorted(by_free[:k], key=lambda g: g.index)
+            fit = _price(e, e.layers, chosen)
             if fit is not None:
                 if fit.host.total <= node.ram_free:
-                    out.append(_Candidate(PlacementKind.MULTI_GPU, node, tuple(gpus), fit, rank=k))
+                    out.append(
+                        _Candidate(PlacementKind.MULTI_GPU, node, tuple(chosen), fit, rank=k)
+                    )
+                    fewest = k
                 break
-    fewest = min((c.rank for c in out), default=0)
     return [c for c in out if c.rank == fewest]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from corral.scheduler import llama_cpp, vllm
 from corral.scheduler.cluster import ClusterSnapshot
 from corral.scheduler.describe import gib
-from corral.scheduler.filters import rejection
+from corral.scheduler.filters import filters_for, rejection
 from corral.scheduler.placement import Placement, Unplaceable
 from corral.scheduler.request import PlacementRequest
 from corral.schemas.models import Backend
@@ -15,8 +15,9 @@ def schedule(request: PlacementRequest, cluster: ClusterSnapshot) -> Placement |
     """Where one instance should run, or why it cannot run anywhere now."""
     rejected: list[str] = []
     eligible = []
+    filters = filters_for(request)
     for node in cluster.nodes:
-        reason = rejection(node, request)
+        reason = rejection(node, request, filters)
         if reason is None:
             eligible.append(node)
         else:

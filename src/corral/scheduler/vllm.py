@@ -19,7 +19,7 @@ from corral.scheduler.describe import gib
 from corral.scheduler.filters import selected_gpus
 from corral.scheduler.placement import Placement, PlacementKind
 from corral.scheduler.request import PlacementRequest
-from corral.scheduler.scoring import score
+from corral.scheduler.scoring import score, score_one_gpu
 from corral.schemas.models import PlacementStrategy
 
 HOST_RAM = 2 * 1024**3
@@ -41,7 +41,8 @@ def _claim(e: VllmEstimate, g: Gpu) -> int:
 
 
 def _qualifies(e: VllmEstimate, g: Gpu) -> bool:
-    return e.fits(g.total, g.free)
+    budget = e.gpu_memory_utilization * g.total
+    return g.free >= budget and budget >= e.per_gpu_need
 
 
 def _cpu_need(e: VllmEstimate) -> int:
@@ -88,6 +89,9 @@ def _choose(strategy: PlacementStrategy, gpus: list[Gpu], tp: int) -> tuple[Gpu,
 
 
 def _score(request: PlacementRequest, c: _Candidate) -> tuple[object, ...]:
+    if len(c.gpus) == 1:
+        g = c.gpus[0]
+        return score_one_gpu(request.strategy, c.node, g, _claim(c.need, g), request.model_id)
     used = [(g, _claim(c.need, g)) for g in c.gpus]
     return score(request.strategy, c.node, used, request.model_id, c.ram)
 
