@@ -176,13 +176,14 @@ def end_to_end(database: str, url: str | None, workers: int, models: int) -> dic
         t0 = time.perf_counter()
         with ThreadPoolExecutor(8) as ex:
             list(ex.map(report, joined))
-        while True:
-            items = admin.get("/api/v1/instances", params={"state": "scheduled"}).json()["items"]
-            if len(items) >= models:
+        while True:  # poll what is left (cheap to list once placements progress)
+            left = admin.get("/api/v1/instances", params={"state": "pending"}).json()["items"]
+            if not left:
                 break
             if time.perf_counter() - t0 > 120:
-                raise SystemExit(f"only {len(items)} of {models} placed after 120 s")
-            time.sleep(0.05)
+                sample = left[0]["state_message"]
+                raise SystemExit(f"{len(left)} of {models} still pending after 120 s: {sample}")
+            time.sleep(0.25)
         placed = time.perf_counter() - t0
     row = {"database": database, "workers": workers, "instances": models,
            "deploy_s": deployed, "place_s": placed, "per_second": models / placed}  # fmt: skip

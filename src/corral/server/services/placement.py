@@ -55,8 +55,10 @@ from corral.sources.http import RemoteFileError
 
 logger = logging.getLogger(__name__)
 
-BATCH = 50
-"""Instances placed per transaction: keeps the lock short on big backlogs."""
+BATCH = 500
+BATCH_SECONDS = 0.5
+"""A transaction places up to BATCH instances or stops after BATCH_SECONDS,
+whichever comes first: keeps the lock short on big backlogs."""
 _ADVISORY_KEY = 0x636F7272616C  # "corral"
 
 
@@ -147,7 +149,7 @@ async def place_pending(db: Database, estimator: Estimator) -> PassResult:
     async with db.read() as s:
         rows = (
             await s.execute(
-                select(Instance.id, Model)
+                select(Instance.id, Instance.state_message, Model)
                 .join(Model, Model.id == Instance.model_id)
                 .where(Instance.state == InstanceState.PENDING)
                 .order_by(Instance.id)
@@ -156,13 +158,14 @@ async def place_pending(db: Database, estimator: Estimator) -> PassResult:
     if not rows:
         return PassResult()
     footprints: dict[int, Footprint | CorralError] = {}
-    for _, model in rows:
+    for _, _, model in rows:
         if model.id not in footprints:
             footprints[model.id] = await _footprint(estimator, model)
     placed = waiting = failed = 0
-    for start in range(0, len(rows), BATCH):
-        batch = [(iid, m) for iid, m in rows[start : start + BATCH]]
-        p, w, f = await _place_batch(db, batch, footprints)
+    todo = [(iid, message, m) for iid, message, m in rows]
+    while todo:
+        done, p, w, f = await _place_batch(db, todo[:BATCH], footprints)
+        todo = todo[done:]
         placed, waiting, failed = placed + p, waiting + w, failed + f
     if placed or failed:
         logger.info("placement pass: %d placed, %d waiting, %d failed", placed, waiting, failed)
@@ -182,17 +185,22 @@ async def _footprint(estimator: Estimator, model: Model) -> Footprint | CorralEr
 
 async def _place_batch(
     db: Database,
-    batch: Sequence[tuple[int, Model]],
+    batch: Sequence[tuple[int, str | None, Model]],
     footprints: dict[int, Footprint | CorralError],
-) -> tuple[int, int, int]:
-    placed = waiting = failed = 0
+) -> tuple[int, int, int, int]:
+    """Place what fits in one transaction; returns how many of ``batch`` were
+    handled, then the placed, waiting and failed counts."""
+    placed = waiting = failed = done = 0
     started = time.perf_counter()
     async with db.write() as s:
         await lock_placements(s)
         snapshot = await load_snapshot(s)
         addresses = {wid: addr for wid, addr in await s.execute(select(Worker.id, Worker.address))}
         unplaceable: dict[int, str] = {}
-        for instance_id, model in batch:
+        for instance_id, shown, model in batch:
+            if time.perf_counter() - started > BATCH_SECONDS:
+                break
+            done += 1
             footprint = footprints[model.id]
             if isinstance(footprint, CorralError):
                 # A broken or unreadable model file will not fix itself; a
@@ -202,25 +210,27 @@ async def _place_batch(
                 )
                 state = InstanceState.PENDING if transient else InstanceState.ERROR
                 message = f"cannot estimate the model's memory: {footprint.message}"
-                await _set_waiting(s, instance_id, message, state)
+                if message != shown or state is not InstanceState.PENDING:
+                    await _set_waiting(s, instance_id, message, state)
                 failed += not transient
                 waiting += transient
                 continue
-            if model.id in unplaceable:  # same spec, same snapshot: same answer
-                await _set_waiting(s, instance_id, unplaceable[model.id])
-                waiting += 1
-                continue
-            result = schedule(request_for(model, footprint), snapshot)
-            if isinstance(result, Unplaceable):
-                unplaceable[model.id] = result.message()
-                await _set_waiting(s, instance_id, unplaceable[model.id])
+            if model.id not in unplaceable:
+                result = schedule(request_for(model, footprint), snapshot)
+            if model.id in unplaceable or isinstance(result, Unplaceable):
+                # The same spec on the same snapshot gets the same answer.
+                if model.id not in unplaceable:
+                    assert isinstance(result, Unplaceable)
+                    unplaceable[model.id] = result.message()
+                if unplaceable[model.id] != shown:  # unchanged: no write
+                    await _set_waiting(s, instance_id, unplaceable[model.id])
                 waiting += 1
                 continue
             if await _assign(s, instance_id, model, footprint, result, addresses):
                 snapshot.apply(result.claims, model.id)
                 placed += 1
-    logger.debug("placed a batch of %d in %.3f s", len(batch), time.perf_counter() - started)
-    return placed, waiting, failed
+    logger.debug("placed a batch of %d in %.3f s", done, time.perf_counter() - started)
+    return done, placed, waiting, failed
 
 
 async def _set_waiting(
