@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import literal, or_, select, text, update
@@ -60,6 +61,9 @@ BATCH_SECONDS = 0.5
 """A transaction places up to BATCH instances or stops after BATCH_SECONDS,
 whichever comes first: keeps the lock short on big backlogs."""
 _ADVISORY_KEY = 0x636F7272616C  # "corral"
+REASON_REFRESH = timedelta(seconds=10)
+"""A pending instance's reasons are rewritten when their summary changes, or
+else at most this often."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ async def place_pending(db: Database, estimator: Estimator) -> PassResult:
     async with db.read() as s:
         rows = (
             await s.execute(
-                select(Instance.id, Instance.state_message, Model)
+                select(Instance.id, Instance.state_message, Instance.updated_at, Model)
                 .join(Model, Model.id == Instance.model_id)
                 .where(Instance.state == InstanceState.PENDING)
                 .order_by(Instance.id)
@@ -158,11 +162,15 @@ async def place_pending(db: Database, estimator: Estimator) -> PassResult:
     if not rows:
         return PassResult()
     footprints: dict[int, Footprint | CorralError] = {}
-    for _, _, model in rows:
+    for *_, model in rows:
         if model.id not in footprints:
             footprints[model.id] = await _footprint(estimator, model)
     placed = waiting = failed = 0
-    todo = [(iid, message, m) for iid, message, m in rows]
+    now = datetime.now(UTC)
+    todo = [
+        (iid, message if now - updated < REASON_REFRESH else None, m)
+        for iid, message, updated, m in rows
+    ]
     while todo:
         done, p, w, f = await _place_batch(db, todo[:BATCH], footprints)
         todo = todo[done:]
@@ -186,6 +194,7 @@ async def _footprint(estimator: Estimator, model: Model) -> Footprint | CorralEr
 async def _place_batch(
     db: Database,
     batch: Sequence[tuple[int, str | None, Model]],
+    # (id, the reason shown if fresh, model)
     footprints: dict[int, Footprint | CorralError],
 ) -> tuple[int, int, int, int]:
     """Place what fits in one transaction; returns how many of ``batch`` were
@@ -222,7 +231,7 @@ async def _place_batch(
                 if model.id not in unplaceable:
                     assert isinstance(result, Unplaceable)
                     unplaceable[model.id] = result.message()
-                if unplaceable[model.id] != shown:  # unchanged: no write
+                if not _same_reason(unplaceable[model.id], shown):
                     await _set_waiting(s, instance_id, unplaceable[model.id])
                 waiting += 1
                 continue
@@ -231,6 +240,13 @@ async def _place_batch(
                 placed += 1
     logger.debug("placed a batch of %d in %.3f s", done, time.perf_counter() - started)
     return done, placed, waiting, failed
+
+
+def _same_reason(new: str, shown: str | None) -> bool:
+    """Whether a fresh reason says what is shown: the same first line. The
+    per-worker figures below it move with every placement; rewriting every
+    pending instance for them would make each pass write the whole backlog."""
+    return shown is not None and new.partition("\n")[0] == shown.partition("\n")[0]
 
 
 async def _set_waiting(
