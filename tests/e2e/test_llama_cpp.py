@@ -183,9 +183,10 @@ def test_backend_run_command(
             f"http://127.0.0.1:{port}/props", headers={"Authorization": f"Bearer {key}"}
         ).json()
         assert props["default_generation_settings"]["n_ctx"] == 1024  # the user's value won
-        reply = openai.OpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key=key
-        ).completions.create(model="tiny-run", prompt="Once upon", max_tokens=4)
+        # Closed before the interrupt: llama-server's shutdown waits for open
+        # keep-alive connections, and an unclosed client's lingers until GC.
+        with openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key) as llm:
+            reply = llm.completions.create(model="tiny-run", prompt="Once upon", max_tokens=4)
         assert reply.usage is not None and reply.usage.completion_tokens == 4
         assert key not in out.read_text().split("ready:")[0]  # the key is not echoed in argv
     finally:

@@ -17,10 +17,8 @@ from corral.backends.base import (
 from corral.backends.flags import has_option
 from corral.backends.paths import install_root
 from corral.backends.vllm.install import BACKEND_DIR, MANIFEST
+from corral.estimate.vllm import GPU_MEMORY_UTILIZATION, MAX_MODEL_LEN_CAP
 from corral.schemas.models import Backend, ModelCategory
-
-MAX_MODEL_LEN_CAP = 8192
-GPU_MEMORY_UTILIZATION = "0.9"
 
 
 class VllmDriver:
@@ -55,7 +53,7 @@ class VllmDriver:
         if tp and not has_option(params, "--tensor-parallel-size", "-tp"):
             argv += ["--tensor-parallel-size", str(tp)]
         if not has_option(params, "--gpu-memory-utilization"):
-            argv += ["--gpu-memory-utilization", GPU_MEMORY_UTILIZATION]
+            argv += ["--gpu-memory-utilization", str(GPU_MEMORY_UTILIZATION)]
         argv += _pooling(installation.flags, request.categories)
         argv += params
         env = {
