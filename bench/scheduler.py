@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fixtures.clusters import synthetic_workers
 from tests.fixtures.gguf_headers import generate
 from tests.helpers import client, login, register_worker, run_server, unique
-from tests.unit.test_scheduler import LLAMA_8B_CONFIG, LLAMA_8B_TENSORS
+from tests.unit.test_scheduler import LLAMA_8B, LLAMA_8B_TENSORS
 
 from corral.estimate.gguf import read_gguf_model
 from corral.estimate.llama_cpp.memory import LlamaCppEstimate, estimate
@@ -72,7 +72,7 @@ def requests(headers: dict[str, list[Path]]) -> list[tuple[str, PlacementRequest
         ),
         (
             "8B bf16 vLLM",
-            PlacementRequest(Backend.VLLM, estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS)),
+            PlacementRequest(Backend.VLLM, estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS)),
         ),
     ]
 

@@ -26,19 +26,8 @@ from corral.scheduler import (
 from corral.schemas.models import Backend, PlacementStrategy
 from tests.fixtures.clusters import GIB, cluster, node
 from tests.fixtures.gguf_headers import generate
+from tests.unit.test_vllm_estimate import LLAMA_8B
 
-LLAMA_8B_CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "num_hidden_layers": 32,
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "max_position_embeddings": 131072,
-    "torch_dtype": "bfloat16",
-    "rope_scaling": {"rope_type": "llama3", "factor": 8.0},
-}
 LLAMA_8B_TENSORS = [SafeTensor("w", "BF16", (8_030_261_248,))]
 
 
@@ -219,14 +208,12 @@ def test_selector_readiness_and_disk_are_explained(gguf: dict[str, LlamaCppEstim
 
 def test_vllm_8b_bf16_takes_one_24_gib_gpu_at_8k_context_and_two_at_128k() -> None:
     c = cluster(node("w", [24, 24, 24, 24]))
-    needs = estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS)
+    needs = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS)
     assert sorted(needs) == [1, 2, 4, 8]
     p = placed(schedule(vllm(needs), c))
     assert p.tensor_parallel_size == 1 and p.kind is PlacementKind.ONE_GPU
     assert p.claims[0].gpus == {0: int(0.9 * 24 * GIB)}
-    long = estimate_by_tp(
-        LLAMA_8B_CONFIG, LLAMA_8B_TENSORS, parameters=["--max-model-len", "131072"]
-    )
+    long = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS, parameters=["--max-model-len", "131072"])
     p = placed(schedule(vllm(long), c))
     assert p.tensor_parallel_size == 2 and p.kind is PlacementKind.TENSOR_PARALLEL
     small = cluster(node("w", [16, 16, 16, 16]))
@@ -234,9 +221,7 @@ def test_vllm_8b_bf16_takes_one_24_gib_gpu_at_8k_context_and_two_at_128k() -> No
 
 
 def test_vllm_never_gets_a_tensor_parallel_size_the_heads_do_not_allow() -> None:
-    long = estimate_by_tp(
-        LLAMA_8B_CONFIG, LLAMA_8B_TENSORS, parameters=["--max-model-len", "131072"]
-    )
+    long = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS, parameters=["--max-model-len", "131072"])
     three = cluster(node("w", [24, 24, 24]))
     # tp 2 fits, tp 3 would be "fewer GPUs than 4" but 32 heads do not split in 3.
     assert placed(schedule(vllm(long), three)).tensor_parallel_size == 2
@@ -246,27 +231,27 @@ def test_vllm_never_gets_a_tensor_parallel_size_the_heads_do_not_allow() -> None
 
 
 def test_vllm_honours_the_users_tensor_parallel_size() -> None:
-    needs = estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS, parameters=["-tp", "4"])
+    needs = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS, parameters=["-tp", "4"])
     assert list(needs) == [4]
     p = placed(schedule(vllm(needs), cluster(node("w", [80, 80, 80, 80, 80]))))
     assert p.tensor_parallel_size == 4 and len(p.gpus) == 4
 
 
 def test_vllm_only_on_linux() -> None:
-    needs = estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS)
+    needs = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS)
     c = cluster(node("mac", [64], os="darwin", arch="arm64"))
     u = unplaceable(schedule(vllm(needs, worker_selector={}), c))
     assert u.reasons == ("mac: vLLM runs only on Linux, this worker runs darwin",)
 
 
 def test_vllm_gpu_selector_sets_the_tensor_parallel_size() -> None:
-    needs = estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS)
+    needs = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS)
     p = placed(schedule(vllm(needs, gpu_selector=("w:0", "w:2")), cluster(node("w", [80] * 4))))
     assert (p.gpus, p.tensor_parallel_size) == ((0, 2), 2)
 
 
 def test_vllm_wants_its_share_of_each_gpu_free() -> None:
-    needs = estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS)
+    needs = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS)
     c = cluster(node("w", [24]))
     c.nodes[0].gpus[0].claimed = 4 * GIB  # 20 GiB free < 90 % of 24 GiB
     u = unplaceable(schedule(vllm(needs), c))
@@ -274,7 +259,7 @@ def test_vllm_wants_its_share_of_each_gpu_free() -> None:
 
 
 def test_vllm_runs_on_a_cpu_only_linux_worker() -> None:
-    needs = estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS)
+    needs = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS)
     p = placed(schedule(vllm(needs), cluster(node("cpu", [], ram=64))))
     assert p.kind is PlacementKind.CPU and p.gpus == ()
 
@@ -286,5 +271,5 @@ def test_same_snapshot_same_answer(gguf: dict[str, LlamaCppEstimate]) -> None:
 
 
 def test_no_workers_at_all() -> None:
-    needs = estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS)
+    needs = estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS)
     assert unplaceable(schedule(vllm(needs), cluster())).summary == "no worker has registered yet"

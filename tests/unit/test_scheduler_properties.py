@@ -18,7 +18,7 @@ from corral.scheduler import ClusterSnapshot, Placement, PlacementRequest, sched
 from corral.schemas.models import Backend, PlacementStrategy
 from tests.fixtures.clusters import GIB, GPU_SIZES_GIB, node
 from tests.fixtures.gguf_headers import generate
-from tests.unit.test_scheduler import LLAMA_8B_CONFIG, LLAMA_8B_TENSORS
+from tests.unit.test_scheduler import LLAMA_8B, LLAMA_8B_TENSORS
 
 _ESTIMATES: list[LlamaCppEstimate] = []
 
@@ -33,8 +33,8 @@ def _estimates(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 VLLM = [
-    estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS),
-    estimate_by_tp(LLAMA_8B_CONFIG, LLAMA_8B_TENSORS, parameters=["--max-model-len", "131072"]),
+    estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS),
+    estimate_by_tp(LLAMA_8B, LLAMA_8B_TENSORS, parameters=["--max-model-len", "131072"]),
 ]
 
 workers = st.lists(

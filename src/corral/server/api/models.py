@@ -8,7 +8,7 @@ from corral.schemas.common import ItemList
 from corral.schemas.models import ModelCreate, ModelRead, ModelUpdate
 from corral.schemas.plans import PlanRead
 from corral.server.api.deps import DbDep, PrincipalDep, WakeDep
-from corral.server.services import models, placement
+from corral.server.services import models, plans
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -30,7 +30,7 @@ async def plan_model(
     """Where this spec would run now and the memory estimate behind it, or per
     worker why it would not fit. Creates nothing."""
     principal.require_admin()
-    return await placement.plan_model(db, request.app.state.estimator, body)
+    return await plans.plan_model(db, request.app.state.estimator, body)
 
 
 @router.get("")
