@@ -48,6 +48,17 @@ class _Fit:
 
 
 @dataclass(frozen=True)
+class _Search:
+    """What every candidate maker looks at."""
+
+    estimate: LlamaCppEstimate
+    request: PlacementRequest
+    nodes: Sequence[Node]
+    usable: dict[int, list[Gpu]]
+    """Per worker, the GPUs the request may use."""
+
+
+@dataclass(frozen=True)
 class _Candidate:
     kind: PlacementKind
     node: Node
@@ -102,6 +113,7 @@ def place(request: PlacementRequest, nodes: Sequence[Node]) -> tuple[Placement |
     """The best placement on these (already filtered) workers, or one reason per worker."""
     e = request.llama_cpp
     usable = {n.id: selected_gpus(n, request) for n in nodes}
+    search = _Search(e, request, nodes, usable)
     kinds = (
         _pinned if request.gpu_selector else _one_gpu,
         _multi_gpu,
@@ -112,11 +124,11 @@ def place(request: PlacementRequest, nodes: Sequence[Node]) -> tuple[Placement |
     for kind in kinds:
         if kind is None:
             continue
-        candidates = kind(e, request, nodes, usable)
+        candidates = kind(search)
         if candidates:
             best = min(candidates, key=lambda c: (c.rank, c.key or _score(request, c)))
             return _placement(e, best), []
-    return None, _reasons(e, request, nodes, usable)
+    return None, _reasons(search)
 
 
 def _score(request: PlacementRequest, c: _Candidate) -> ScoreKey:
@@ -125,13 +137,9 @@ def _score(request: PlacementRequest, c: _Candidate) -> ScoreKey:
     return score(request.strategy, c.node, local, request.model_id, c.fit.host.total)
 
 
-def _pinned(
-    e: LlamaCppEstimate,
-    request: PlacementRequest,
-    nodes: Sequence[Node],
-    usable: dict[int, list[Gpu]],
-) -> list[_Candidate]:
+def _pinned(q: _Search) -> list[_Candidate]:
     """gpu_selector: exactly the named GPUs of one worker, every layer on them."""
+    e, nodes, usable = q.estimate, q.nodes, q.usable
     out = []
     for node in nodes:
         gpus = usable[node.id]
@@ -142,14 +150,10 @@ def _pinned(
     return out
 
 
-def _one_gpu(
-    e: LlamaCppEstimate,
-    request: PlacementRequest,
-    nodes: Sequence[Node],
-    usable: dict[int, list[Gpu]],
-) -> list[_Candidate]:
+def _one_gpu(q: _Search) -> list[_Candidate]:
     """Per worker, its best single GPU that holds every layer (the hot path on
     big clusters: a comparison per GPU, a candidate per worker)."""
+    e, request, nodes, usable = q.estimate, q.request, q.nodes, q.usable
     usage = e.device_usage(e.layers, ["gpu0"])
     host = e.host(e.layers)
     fit = _Fit(e.layers, (1.0,), usage, host)
@@ -182,12 +186,8 @@ def _least_need(e: LlamaCppEstimate, devices: int) -> int:
     return sum(e.layer_weights) + kv + e.tied_output + e.compute + devices * GPU_FOOTPRINT
 
 
-def _multi_gpu(
-    e: LlamaCppEstimate,
-    request: PlacementRequest,
-    nodes: Sequence[Node],
-    usable: dict[int, list[Gpu]],
-) -> list[_Candidate]:
+def _multi_gpu(q: _Search) -> list[_Candidate]:
+    e, request, nodes, usable = q.estimate, q.request, q.nodes, q.usable
     if request.gpu_selector:
         return []  # _pinned already tried the named set
     out: list[_Candidate] = []
@@ -215,12 +215,8 @@ def _multi_gpu(
     return [c for c in out if c.rank == fewest]
 
 
-def _distributed(
-    e: LlamaCppEstimate,
-    request: PlacementRequest,
-    nodes: Sequence[Node],
-    usable: dict[int, list[Gpu]],
-) -> list[_Candidate]:
+def _distributed(q: _Search) -> list[_Candidate]:
+    e, request, nodes, usable = q.estimate, q.request, q.nodes, q.usable
     with_gpus = [n for n in nodes if usable[n.id]]
     with_gpus.sort(key=lambda n: (-sum(g.free for g in usable[n.id]), n.name))
     helper_ram = HOST_FOOTPRINT
@@ -246,12 +242,8 @@ def _distributed(
     return []
 
 
-def _partial_offload(
-    e: LlamaCppEstimate,
-    request: PlacementRequest,
-    nodes: Sequence[Node],
-    usable: dict[int, list[Gpu]],
-) -> list[_Candidate]:
+def _partial_offload(q: _Search) -> list[_Candidate]:
+    e, request, nodes, usable = q.estimate, q.request, q.nodes, q.usable
     out = []
     for node in nodes:
         gpus = usable[node.id]
@@ -269,12 +261,8 @@ def _partial_offload(
     return out
 
 
-def _cpu_only(
-    e: LlamaCppEstimate,
-    request: PlacementRequest,
-    nodes: Sequence[Node],
-    usable: dict[int, list[Gpu]],
-) -> list[_Candidate]:
+def _cpu_only(q: _Search) -> list[_Candidate]:
+    e, request, nodes = q.estimate, q.request, q.nodes
     if request.gpu_selector:
         return []
     host = e.host(0)
@@ -340,12 +328,8 @@ def _summary(e: LlamaCppEstimate, c: _Candidate) -> str:
     return f"all {total} layers on {name} GPU {on_gpus}"
 
 
-def _reasons(
-    e: LlamaCppEstimate,
-    request: PlacementRequest,
-    nodes: Sequence[Node],
-    usable: dict[int, list[Gpu]],
-) -> list[str]:
+def _reasons(q: _Search) -> list[str]:
+    e, request, nodes, usable = q.estimate, q.request, q.nodes, q.usable
     need = e.device_usage(e.layers, ["gpu0"])[0].total
     ordered = sorted(nodes, key=lambda n: (-sum(g.free for g in usable[n.id]), n.name))
     reasons = []

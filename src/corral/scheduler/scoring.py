@@ -29,12 +29,8 @@ def score(
         left = sum((g.free - b) / g.total if g.total else 0.0 for g, b in used) / len(used)
     else:
         left = (node.ram_free - ram) / node.ram_total if node.ram_total else 0.0
-    indices = tuple(g.index for g, _ in used)
-    if strategy is PlacementStrategy.BINPACK:
-        return (round(left, 6), node.name, indices)
-    same_model = node.model_instances.get(model_id, 0) if model_id is not None else 0
     busy = sum(g.instances for g, _ in used)
-    return (same_model, node.instances, busy, round(-left, 6), node.name, indices)
+    return _key(strategy, node, left, busy, tuple(g.index for g, _ in used), model_id)
 
 
 def score_one_gpu(
@@ -42,7 +38,20 @@ def score_one_gpu(
 ) -> ScoreKey:
     """``score`` for a single GPU, without building lists: the hot path on big clusters."""
     left = (gpu.free - nbytes) / gpu.total if gpu.total else 0.0
+    return _key(strategy, node, left, gpu.instances, (gpu.index,), model_id)
+
+
+def _key(
+    strategy: PlacementStrategy,
+    node: Node,
+    left: float,
+    busy: int,
+    indices: tuple[int, ...],
+    model_id: int | None,
+) -> ScoreKey:
+    """``left``: the share of the used GPUs (or RAM) still free after placing;
+    ``busy``: instances already on those GPUs."""
     if strategy is PlacementStrategy.BINPACK:
-        return (round(left, 6), node.name, (gpu.index,))
+        return (round(left, 6), node.name, indices)
     same_model = node.model_instances.get(model_id, 0) if model_id is not None else 0
-    return (same_model, node.instances, gpu.instances, round(-left, 6), node.name, (gpu.index,))
+    return (same_model, node.instances, busy, round(-left, 6), node.name, indices)

@@ -41,8 +41,7 @@ def _claim(e: VllmEstimate, g: Gpu) -> int:
 
 
 def _qualifies(e: VllmEstimate, g: Gpu) -> bool:
-    budget = e.gpu_memory_utilization * g.total
-    return g.free >= budget and budget >= e.per_gpu_need
+    return e.fits(g.total, g.free)
 
 
 def _cpu_need(e: VllmEstimate) -> int:

@@ -218,17 +218,17 @@ async def _place_batch(
                 failed += not transient
                 waiting += transient
                 continue
-            if model.id not in unplaceable:
-                result = schedule(request_for(model, footprint), snapshot)
-            if model.id in unplaceable or isinstance(result, Unplaceable):
-                # The same spec on the same snapshot gets the same answer.
-                if model.id not in unplaceable:
-                    assert isinstance(result, Unplaceable)
-                    unplaceable[model.id] = result.message()
-                if not _same_reason(unplaceable[model.id], shown):
-                    await _set_waiting(s, instance_id, unplaceable[model.id])
+            # The same spec on the same snapshot gets the same answer.
+            reason = unplaceable.get(model.id)
+            result = None if reason else schedule(request_for(model, footprint), snapshot)
+            if isinstance(result, Unplaceable):
+                reason = unplaceable[model.id] = result.message()
+            if reason is not None:
+                if not _same_reason(reason, shown):
+                    await _set_waiting(s, instance_id, reason)
                 waiting += 1
                 continue
+            assert isinstance(result, Placement)
             if await _assign(s, instance_id, model, footprint, result, addresses):
                 snapshot.apply(result.claims, model.id)
                 placed += 1
