@@ -76,11 +76,13 @@ def run_server(
     extra_args: list[str] | None = None,
     env: Mapping[str, str] | None = None,
     bootstrap_password: str | None = "admin-password-1",
+    port: int | None = None,
+    cluster_token: str | None = None,
 ) -> Iterator[ServerProcess]:
     """Start ``corral server`` and stop it (gracefully, checked) afterwards."""
-    port = free_port()
+    port = port or free_port()
     data_dir = tmp / "data"
-    cluster_token = secrets.token_urlsafe(16)
+    cluster_token = cluster_token or secrets.token_urlsafe(16)
     args = [
         CORRAL,
         command,

@@ -25,6 +25,13 @@ def default_data_dir() -> Path:
     return Path(base) / "corral"
 
 
+def _log_level(value: str) -> str:
+    value = value.lower()
+    if value not in {"debug", "info", "warning", "error", "critical"}:
+        raise ValueError("log_level must be one of debug, info, warning, error, critical")
+    return value
+
+
 class ServerSettings(BaseSettings):
     """Settings of ``corral server`` / ``corral start``."""
 
@@ -53,10 +60,7 @@ class ServerSettings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        value = value.lower()
-        if value not in {"debug", "info", "warning", "error", "critical"}:
-            raise ValueError("log_level must be one of debug, info, warning, error, critical")
-        return value
+        return _log_level(value)
 
     @field_validator("bootstrap_password")
     @classmethod
@@ -64,6 +68,11 @@ class ServerSettings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 8:
             raise ValueError("bootstrap_password must have at least 8 characters")
         return value
+
+    def local_url(self) -> str:
+        """The URL at which this machine reaches the server."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL with an async driver, SQLite in the data dir by default."""
@@ -76,6 +85,65 @@ class ServerSettings(BaseSettings):
             if url.startswith(plain):
                 return with_driver + url[len(plain) :]
         return url
+
+
+DEFAULT_WORKER_PORT = 7322
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of ``corral worker`` (and of the worker ``corral start`` embeds)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_WORKER_", extra="forbid")
+
+    server_url: str
+    token: SecretStr | None = Field(
+        default=None,
+        description="The cluster token; needed to register (once: the credential is kept).",
+    )
+    data_dir: Path = Field(default_factory=lambda: default_data_dir() / "worker")
+    name: str | None = Field(default=None, description="Default: this machine's host name.")
+    host: str = Field(default="0.0.0.0", description="Where the worker's own API listens.")
+    port: int = Field(default=DEFAULT_WORKER_PORT, ge=0, le=65535, description="0: any free port.")
+    advertise_address: str | None = Field(
+        default=None,
+        description="Address the server and other workers reach this one at "
+        "(default: this machine's address on its route to the server).",
+    )
+    labels: dict[str, str] = Field(default_factory=dict)
+    devices_file: Path | None = None
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    reserved_ram: int = Field(default=0, ge=0, description="Bytes of RAM kept for the system.")
+    reserved_vram: int = Field(default=0, ge=0, description="Bytes per GPU kept for the system.")
+    backend_ports: tuple[int, int] = Field(
+        default=(40000, 41000), description="Ports inference servers listen on (first, last)."
+    )
+    stop_grace: float = Field(
+        default=15.0, gt=0, description="Seconds an engine has to exit before SIGKILL."
+    )
+    ready_timeout: float = Field(
+        default=1800.0, gt=0, description="Seconds an engine may take to become ready."
+    )
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        return _log_level(value)
+
+    @field_validator("server_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("server_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("backend_ports")
+    @classmethod
+    def _port_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        first, last = value
+        if not 1024 <= first <= last <= 65535:
+            raise ValueError("backend_ports must be FIRST,LAST with 1024 <= FIRST <= LAST <= 65535")
+        return value
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from corral import __version__, estimate_command
+from corral import __version__, estimate_command, start
 from corral.backends import command as backend_command
 from corral.cli import app as cli_app
 from corral.cli.client import CliError
 from corral.server import command as server_command
+from corral.worker import command as worker_command
 
 app = typer.Typer(
     name="corral",
@@ -33,6 +34,8 @@ def _root(
 
 
 server_command.register(app)
+start.register(app)
+worker_command.register(app)
 cli_app.register(app)
 backend_command.register(app)
 estimate_command.register(app)

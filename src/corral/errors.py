@@ -9,7 +9,8 @@ status codes (``corral.server.api.errors``). The tree::
     ├── NotFoundError           the named thing does not exist        -> 404
     ├── ConflictError           it clashes with existing state        -> 409
     ├── AuthenticationError     no credential, or not a valid one     -> 401
-    └── PermissionDeniedError   valid credential, not allowed         -> 403
+    ├── PermissionDeniedError   valid credential, not allowed         -> 403
+    └── UnavailableError        a worker or engine it needs did not answer -> 502
 """
 
 from __future__ import annotations
@@ -52,3 +53,7 @@ class AuthenticationError(CorralError):
 
 class PermissionDeniedError(CorralError):
     code = "forbidden"
+
+
+class UnavailableError(CorralError):
+    code = "unavailable"

@@ -16,14 +16,13 @@ from rich.table import Table
 from corral.backends.base import Installation, LaunchRequest
 from corral.backends.llama_cpp import install as llama_install
 from corral.backends.llama_cpp.driver import describe_external, write_manifest
+from corral.backends.model_info import context_length as model_context_length
 from corral.backends.process import BackendExitedError, BackendProcess
 from corral.backends.registry import driver
 from corral.backends.steps import InstallError
 from corral.backends.vllm import install as vllm_install
 from corral.config import default_data_dir
 from corral.errors import InvalidModelFile
-from corral.estimate.gguf import read_gguf_model
-from corral.estimate.source import LocalFile
 from corral.schemas.models import Backend
 
 backend_app = typer.Typer(
@@ -144,21 +143,6 @@ def _pick(backend: Backend, data: Path, version: str | None) -> Installation:
     return matching[-1]
 
 
-def _context_length(model: Path) -> int | None:
-    """The model's training context, from its GGUF header or config.json.
-
-    A broken GGUF is refused here, with the reason, before any engine starts.
-    """
-    if model.suffix.lower() == ".gguf":
-        value = read_gguf_model([LocalFile(model)]).arch_value("context_length")
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-    config = model / "config.json"
-    if config.is_file():
-        value = json.loads(config.read_text()).get("max_position_embeddings")
-        return int(value) if isinstance(value, int) else None
-    return None
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -193,7 +177,7 @@ def run(
     data = data_dir or default_data_dir()
     installation = _pick(chosen, data, version)
     try:
-        context_length = _context_length(model)
+        context_length = model_context_length(model)
     except InvalidModelFile as e:
         raise _fail(e.message) from None
     request = LaunchRequest(

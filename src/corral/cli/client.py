@@ -3,6 +3,7 @@ turn its error shape into a one-line message."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -47,6 +48,20 @@ class Client:
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    def stream_text(self, path: str, **params: Any) -> Iterator[bytes]:
+        """A streamed answer's bytes as they arrive (logs with --follow)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        try:
+            with self._http.stream(
+                "GET", path, params=query, timeout=httpx.Timeout(30, read=None)
+            ) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise CliError(_error_message(r), r.status_code)
+                yield from r.iter_raw()
+        except httpx.HTTPError as e:
+            raise CliError(f"cannot reach the corral server at {self.base_url}: {e}") from e
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -268,18 +270,26 @@ def remove(name: str) -> None:
     typer.echo(f"Deleted {name}")
 
 
+def _state(instance: dict[str, Any]) -> str:
+    progress = instance.get("download_progress")
+    if instance["state"] == "downloading" and progress is not None:
+        return f"downloading {progress:.0%}"
+    return str(instance["state"])
+
+
 def _instances_table(items: list[dict[str, Any]]) -> None:
     print_table(
-        ["ID", "NAME", "MODEL", "WORKER", "STATE", "RESTARTS", "MESSAGE"],
+        ["ID", "NAME", "MODEL", "WORKER", "STATE", "PORT", "RESTARTS", "MESSAGE"],
         [
             (
                 i["id"],
                 i["name"],
                 i["model_name"],
                 i["worker_name"] or "-",
-                i["state"],
+                _state(i),
+                i["port"] or "-",
                 i["restart_count"],
-                i["state_message"] or "",
+                (i["state_message"] or "").partition("\n")[0],
             )
             for i in items
         ],
@@ -299,3 +309,21 @@ def list_instances(
     if json_output:
         return print_json(items)
     _instances_table(items)
+
+
+@instances_app.command("logs")
+def logs(
+    instance_id: int,
+    tail: Annotated[int, typer.Option(help="Lines of the log to show first.")] = 200,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing what the engine writes.")
+    ] = False,
+) -> None:
+    """Show an instance's engine log, read from its worker."""
+    out = sys.stdout.buffer
+    with contextlib.suppress(KeyboardInterrupt):
+        for chunk in Client().stream_text(
+            f"/api/v1/instances/{instance_id}/logs", tail=tail, follow=int(follow)
+        ):
+            out.write(chunk)
+            out.flush()

@@ -27,7 +27,10 @@ from corral.server.controllers.liveness import LivenessController
 from corral.server.controllers.placement import PlacementController
 from corral.server.db.engine import Database
 from corral.server.db.migrate import migrate
+from corral.server.gateway.relay import open_gateway
+from corral.server.gateway.router import router as gateway_router
 from corral.server.security import generate_password
+from corral.server.services.changes import ChangeSignal
 from corral.server.services.estimates import Estimator
 from corral.server.services.users import BootstrapResult, bootstrap_admin
 
@@ -65,7 +68,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             app.state.db = db
             app.state.settings = settings
             app.state.cluster_token = _cluster_token(settings)
-            async with _controllers(app, db, settings):
+            async with _controllers(app, db, settings), open_gateway(app):
                 yield
         finally:
             await db.dispose()
@@ -83,6 +86,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(gateway_router)
     return app
 
 
@@ -90,12 +94,21 @@ def create_app(settings: ServerSettings) -> FastAPI:
 async def _controllers(app: FastAPI, db: Database, settings: ServerSettings) -> AsyncIterator[None]:
     estimator = Estimator()
     app.state.estimator = estimator
-    placement = PlacementController(db, estimator, settings.placement_interval)
+    changes = ChangeSignal()
+    app.state.changes = changes
+    placement = PlacementController(
+        db, estimator, settings.placement_interval, on_placed=changes.notify
+    )
+
+    def released() -> None:
+        placement.wake()
+        changes.notify()
+
     liveness = LivenessController(
         db,
         heartbeat_timeout=settings.heartbeat_timeout,
         grace=settings.reschedule_grace,
-        on_released=placement.wake,
+        on_released=released,
     )
     app.state.placement = placement
     tasks = [asyncio.create_task(c.run(), name=c.name) for c in (placement, liveness)]

@@ -55,6 +55,31 @@ def _settings(flags: dict[str, Any], config: Path | None) -> ServerSettings:
         raise typer.Exit(2) from e
 
 
+def server_flags(
+    *,
+    data_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    bootstrap_password: str | None,
+    cluster_token: str | None,
+    log_level: str | None,
+) -> dict[str, Any]:
+    return {
+        "data_dir": data_dir,
+        "host": host,
+        "port": port,
+        "database_url": database_url,
+        "bootstrap_password": bootstrap_password,
+        "cluster_token": cluster_token,
+        "log_level": log_level,
+    }
+
+
+def server_settings(flags: dict[str, Any], config: Path | None) -> ServerSettings:
+    return _settings(flags, config)
+
+
 def server(
     data_dir: DataDirOpt = None,
     host: HostOpt = None,
@@ -66,15 +91,15 @@ def server(
     config: ConfigOpt = None,
 ) -> None:
     """Run the server only: API, database, scheduler. Workers join it with the cluster token."""
-    flags = {
-        "data_dir": data_dir,
-        "host": host,
-        "port": port,
-        "database_url": database_url,
-        "bootstrap_password": bootstrap_password,
-        "cluster_token": cluster_token,
-        "log_level": log_level,
-    }
+    flags = server_flags(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        database_url=database_url,
+        bootstrap_password=bootstrap_password,
+        cluster_token=cluster_token,
+        log_level=log_level,
+    )
     settings = _settings(flags, config)
     # Imported here, not at the top: the server's dependencies take a second
     # to import, and every client command (`corral models list`) would pay it.
@@ -85,9 +110,3 @@ def server(
 
 def register(app: typer.Typer) -> None:
     app.command("server")(server)
-    # Same settings; the embedded worker joins `start` with the worker issue.
-    app.command(
-        "start",
-        help="Run corral on this machine: the server (and, once workers exist, an "
-        "embedded worker).",
-    )(server)

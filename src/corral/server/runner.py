@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,6 +32,17 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             self._on_listening()
+
+
+def _attach(app: FastAPI, companion: Companion) -> None:
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app), companion(app):
+            yield
+
+    app.router.lifespan_context = lifespan
 
 
 def _banner(settings: ServerSettings, result: BootstrapResult) -> str:
@@ -65,10 +79,19 @@ def _prepare(settings: ServerSettings) -> BootstrapResult:
         raise SystemExit(1) from None
 
 
-def run_server(settings: ServerSettings) -> None:
+Companion = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+"""Something to run alongside the server while it serves (``corral start``'s
+embedded worker): entered once the app has started, left before it stops."""
+
+
+def run_server(
+    settings: ServerSettings, companion: Companion | None = None, banner_extra: str = ""
+) -> None:
     configure_logging(settings.log_level)
     result = _prepare(settings)
     app = create_app(settings)
+    if companion is not None:
+        _attach(app, companion)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -78,7 +101,7 @@ def run_server(settings: ServerSettings) -> None:
         access_log=settings.log_level == "debug",
         server_header=False,
     )
-    server = _Server(config, lambda: print(_banner(settings, result), flush=True))
+    server = _Server(config, lambda: print(_banner(settings, result) + banner_extra, flush=True))
     server.run()
     if not server.started:
         typer.echo("corral: the server did not start; see the log above", err=True)

@@ -185,7 +185,12 @@ def _visible_devices(flavour: str, request: LaunchRequest) -> dict[str, str]:
     if name is None:
         return {}
     # An empty list hides every GPU: a CPU placement must not touch one.
-    return {name: ",".join(str(i) for i in request.placement.gpu_indices)}
+    env = {name: ",".join(str(i) for i in request.placement.gpu_indices)}
+    if flavour == "cuda":
+        # The worker numbers GPUs as NVML does (PCI bus order); CUDA's own
+        # default order (fastest first) would make the indices mean other cards.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    return env
 
 
 def _ratio(value: float) -> str:

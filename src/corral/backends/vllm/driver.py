@@ -62,6 +62,7 @@ class VllmDriver:
         }
         if request.placement.gpu_indices:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, request.placement.gpu_indices))
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the worker's indices are NVML's
         env.update(request.env)
         return LaunchCommand(argv=argv, env=env)
 

@@ -22,9 +22,17 @@ def get_db(request: Request) -> Database:
 
 
 def get_wake(request: Request) -> Callable[[], None]:
-    """Wakes the placement controller after a change that may let instances be placed."""
-    placement = getattr(request.app.state, "placement", None)
-    return placement.wake if placement is not None else (lambda: None)
+    """Wakes the placement controller after a change that may let instances be
+    placed, and the workers' long polls, whose assignments may have changed."""
+    state = request.app.state
+
+    def wake() -> None:
+        if getattr(state, "placement", None) is not None:
+            state.placement.wake()
+        if getattr(state, "changes", None) is not None:
+            state.changes.notify()
+
+    return wake
 
 
 def bearer_token(

@@ -20,6 +20,7 @@ from corral.errors import (
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    UnavailableError,
 )
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ _STATUS: dict[type[CorralError], int] = {
     ConflictError: 409,
     AuthenticationError: 401,
     PermissionDeniedError: 403,
+    UnavailableError: 502,
 }
 
 _HTTP_CODES = {

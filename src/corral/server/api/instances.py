@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from collections.abc import AsyncIterator
+from typing import Annotated
 
+import httpx
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from corral.errors import UnavailableError
 from corral.schemas.common import ItemList
 from corral.schemas.instances import InstanceRead, InstanceState
 from corral.server.api.deps import DbDep, PrincipalDep, WakeDep
@@ -43,3 +49,47 @@ async def delete_instance(
     await instances.delete_instance(db, instance_id)
     wake()
     return Response(status_code=204)
+
+
+@router.get(
+    "/{instance_id}/logs",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def instance_logs(
+    instance_id: int,
+    db: DbDep,
+    principal: PrincipalDep,
+    request: Request,
+    tail: Annotated[int, Query(ge=0, le=10_000)] = 200,
+    follow: bool = False,
+) -> StreamingResponse:
+    """The engine's log, read from its worker: the last ``tail`` lines, then
+    (with ``follow``) what it writes next, until the client hangs up."""
+    principal.require_admin()
+    url, key = await instances.log_source(db, instance_id)
+    http: httpx.AsyncClient = request.app.state.http
+    upstream = http.build_request(
+        "GET",
+        url,
+        params={"tail": tail, "follow": int(follow)},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=httpx.Timeout(10, read=None),
+    )
+    try:
+        response = await http.send(upstream, stream=True)
+    except httpx.HTTPError as e:
+        raise UnavailableError(f"the instance's worker did not answer at {url}: {e!r}") from e
+    if response.status_code != 200:
+        text = (await response.aread()).decode(errors="replace")[:300]
+        await response.aclose()
+        raise UnavailableError(f"the instance's worker answered {response.status_code}: {text}")
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        finally:
+            await response.aclose()
+
+    return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from corral.errors import AuthenticationError
+from corral.schemas.assignments import Assignments, InstanceStatusReport
 from corral.schemas.common import ItemList
 from corral.schemas.instances import InstanceRead
 from corral.schemas.workers import (
@@ -16,7 +19,8 @@ from corral.schemas.workers import (
 )
 from corral.server.api.deps import DbDep, PrincipalDep, TokenDep, WakeDep
 from corral.server.security import tokens_equal
-from corral.server.services import instances, workers
+from corral.server.services import assignments, instances, workers
+from corral.server.services.changes import ChangeSignal
 
 router = APIRouter(prefix="/workers", tags=["workers"])
 
@@ -58,6 +62,46 @@ async def list_assignments(
     """The instances placed on this worker: what it should be running."""
     principal.require_worker(worker_id, or_admin=True)
     return ItemList(items=await instances.list_instances(db, worker_id=worker_id))
+
+
+@router.get("/{worker_id}/assignments", responses={304: {"description": "Unchanged"}})
+async def watch_assignments(
+    worker_id: int,
+    db: DbDep,
+    principal: PrincipalDep,
+    request: Request,
+    wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for a change.")] = 0,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """What this worker must run. With ``If-None-Match`` (the ETag it has) and
+    ``wait``, a long poll: answers as soon as the list differs, else 304."""
+    principal.require_worker(worker_id, or_admin=True)
+    changes: ChangeSignal = request.app.state.changes
+    seen = if_none_match.strip('"') if if_none_match else None
+    current = await assignments.watch_assignments(db, worker_id, seen, wait, changes)
+    if current is None:
+        return Response(status_code=304, headers={"ETag": f'"{seen}"'})
+    return Response(
+        Assignments.model_validate(current).model_dump_json(),
+        media_type="application/json",
+        headers={"ETag": f'"{current.etag}"'},
+    )
+
+
+@router.post("/{worker_id}/instances/{instance_id}/status", status_code=204)
+async def report_instance(
+    worker_id: int,
+    instance_id: int,
+    body: InstanceStatusReport,
+    db: DbDep,
+    principal: PrincipalDep,
+    request: Request,
+) -> Response:
+    """A worker's news about one of its instances (state, progress, pid, port)."""
+    principal.require_worker(worker_id)
+    await assignments.report_instance(db, worker_id, instance_id, body)
+    request.app.state.changes.notify()
+    return Response(status_code=204)
 
 
 @router.get("")

@@ -180,6 +180,10 @@ class Instance(Timestamped, Base):
     placement: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     """The scheduler's decision (``corral.scheduler.Placement.to_json``)."""
     command: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    api_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The key this instance's backend demands. Kept in the clear because the
+    server presents it (gateway, logs); it opens only this one backend, and a
+    fresh one is made each time the instance is placed."""
 
 
 class Usage(Base):

@@ -9,7 +9,7 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from corral.errors import NotFoundError
+from corral.errors import ConflictError, NotFoundError
 from corral.schemas.instances import InstanceRead, InstanceState
 from corral.server.db.engine import Database
 from corral.server.db.tables import Instance, Model, Worker
@@ -142,3 +142,22 @@ async def running_counts(s: AsyncSession, model_id: int | None = None) -> dict[i
     if model_id is not None:
         query = query.where(Instance.model_id == model_id)
     return {mid: int(count) for mid, count in (await s.execute(query)).all()}
+
+
+async def log_source(db: Database, instance_id: int) -> tuple[str, str]:
+    """Where an instance's log is read: its worker's log URL and the key it takes."""
+    async with db.read() as s:
+        row = (
+            await s.execute(
+                select(Instance.api_key, Worker.name, Worker.address, Worker.port)
+                .join(Worker, Worker.id == Instance.worker_id)
+                .where(Instance.id == instance_id)
+            )
+        ).one_or_none()
+        if row is None:
+            if await s.get(Instance, instance_id) is None:
+                raise NotFoundError(f"instance {instance_id} does not exist")
+            raise ConflictError(f"instance {instance_id} is not placed on a worker yet: no log")
+    api_key, _, address, port = row
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/instances/{instance_id}/logs", api_key or ""

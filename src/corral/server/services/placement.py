@@ -17,6 +17,7 @@ book the same memory.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -291,6 +292,9 @@ async def _assign(
             claim={"workers": [c.to_json() for c in placement.claims]},
             placement=placement.to_json(),
             command=command,
+            # A fresh key per placement: a key known to a former worker opens nothing.
+            api_key=secrets.token_urlsafe(32),
+            download_progress=None,
         )
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]

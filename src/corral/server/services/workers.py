@@ -35,6 +35,8 @@ _UNPLACED: dict[str, object] = {
     "claim": None,
     "placement": None,
     "command": None,
+    "api_key": None,
+    "download_progress": None,
 }
 """An instance's columns when it goes back to be placed again, its claims freed."""
 

@@ -1,0 +1,372 @@
+"""Runs the instances assigned to this worker and keeps them running.
+
+One ``InstanceRunner`` per assigned instance walks
+``downloading → starting → running``; when the engine exits it reports
+``error`` (exit code and the log's last lines) and, if the model says
+``restart_on_error``, starts it again after a capped exponential backoff.
+The ``Supervisor`` makes the set of runners match the assignments: new ones
+start, removed or changed ones stop (SIGTERM, SIGKILL after a grace
+period, port released).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from corral.backends.base import Installation, LaunchRequest, ReadinessProbe
+from corral.backends.base import Placement as LaunchPlacement
+from corral.backends.model_info import context_length
+from corral.backends.registry import driver
+from corral.backends.steps import InstallError
+from corral.errors import CorralError, InvalidModelFile
+from corral.schemas.assignments import Assignment, InstanceStatusReport
+from corral.schemas.instances import InstanceState
+from corral.schemas.models import ModelCategory
+from corral.schemas.workers import Device
+from corral.worker.engines import Engines
+from corral.worker.files import ModelFiles, ModelFilesError, fetch_model_files
+from corral.worker.logs import InstanceLog
+from corral.worker.ports import PortAllocator, PortsExhausted
+from corral.worker.processes import Child, ProcessRegistry, Record, spawn
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_FIRST = 2.0
+BACKOFF_MAX = 300.0
+STABLE_AFTER = 600.0
+"""An engine that ran this long before failing starts again without delay
+growth: the backoff is for crash loops, not for the occasional crash."""
+PROGRESS_EVERY = 1.0
+
+Report = Callable[[int, InstanceStatusReport], None]
+"""Queues a report for the server; never blocks, never fails."""
+
+
+@dataclass
+class Runtime:
+    """What every runner of this worker shares."""
+
+    engines: Engines
+    ports: PortAllocator
+    registry: ProcessRegistry
+    report: Report
+    devices: Callable[[], list[Device]]
+    models_dir: Path
+    logs_dir: Path
+    host: str
+    """Where engines listen: the address the server reaches this worker at."""
+    stop_grace: float
+    ready_timeout: float
+
+
+class LaunchFailed(Exception):
+    """The instance could not be (kept) running; the message is for the user."""
+
+
+def _launch_inputs(a: Assignment) -> tuple[object, ...]:
+    """What, when changed, means the running engine must be replaced."""
+    return (
+        a.api_key,
+        a.placement,
+        a.source,
+        a.backend,
+        a.backend_version,
+        a.backend_parameters,
+        a.env,
+        a.categories,
+    )
+
+
+class InstanceRunner:
+    def __init__(self, assignment: Assignment, rt: Runtime) -> None:
+        self.assignment = assignment
+        self.rt = rt
+        self.id = assignment.instance_id
+        self.restart_count = assignment.restart_count
+        self.last: InstanceStatusReport | None = None
+        self.log = InstanceLog(rt.logs_dir / f"instance-{self.id}")
+        self._task: asyncio.Task[None] | None = None
+        self._last_progress = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"instance-{self.id}"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self.key)
+
+    def differs(self, a: Assignment) -> bool:
+        return _launch_inputs(a) != _launch_inputs(self.assignment)
+
+    async def stop(self) -> None:
+        """Stop the engine and wait until it is gone. Safe to call twice."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.log.close()
+
+    def resync(self, a: Assignment) -> None:
+        """The server shows another state than we reported (a report lost in a
+        network blip, or the server marked us unreachable): say it again."""
+        self.assignment = a
+        if self.last is not None and a.state != self.last.state:
+            self.rt.report(self.id, self.last)
+
+    def _report(self, state: InstanceState, message: str | None = None, **fields: object) -> None:
+        report = InstanceStatusReport.model_validate(
+            {
+                "state": state,
+                "state_message": message,
+                "restart_count": self.restart_count,
+                **fields,
+            }
+        )
+        self.last = report
+        self.rt.report(self.id, report)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            began = time.monotonic()
+            try:
+                await self._run_once()
+                message = "the engine exited"
+            except LaunchFailed as e:
+                message = str(e)
+            logger.warning("instance %d: %s", self.id, message.partition("\n")[0])
+            if not self.assignment.restart_on_error:
+                self._report(InstanceState.ERROR, message)
+                return
+            if time.monotonic() - began > STABLE_AFTER:
+                attempt = 0
+            delay = min(BACKOFF_FIRST * 2**attempt, BACKOFF_MAX)
+            attempt += 1
+            self._report(InstanceState.ERROR, f"{message}\nrestarting in {delay:.0f} s")
+            await asyncio.sleep(delay)
+            self.restart_count += 1
+
+    async def _run_once(self) -> None:
+        """Fetch, install, launch, wait until ready, then until the engine exits.
+        Raises ``LaunchFailed`` saying what went wrong."""
+        a = self.assignment
+        if a.placement.get("helpers"):
+            raise LaunchFailed(
+                "this placement spans several workers (llama.cpp over RPC), which this "
+                "worker cannot run yet"
+            )
+        files = await self._fetch()
+        installation = await self._install()
+        try:
+            context = await asyncio.to_thread(context_length, files.path)
+        except InvalidModelFile as e:
+            raise LaunchFailed(f"the model file is broken: {e.message}") from e
+        try:
+            port = self.rt.ports.allocate()
+        except PortsExhausted as e:
+            raise LaunchFailed(str(e)) from e
+        try:
+            await self._launch(installation, self._request(files, context, port))
+        finally:
+            self.rt.ports.release(port)
+
+    async def _fetch(self) -> ModelFiles:
+        a = self.assignment
+        self._report(InstanceState.DOWNLOADING, "fetching the model files", download_progress=0.0)
+
+        def progress(fraction: float) -> None:
+            now = time.monotonic()
+            if now - self._last_progress >= PROGRESS_EVERY or fraction >= 1.0:
+                self._last_progress = now
+                self._report(
+                    InstanceState.DOWNLOADING,
+                    f"downloading the model files: {fraction:.0%}",
+                    download_progress=fraction,
+                )
+
+        try:
+            return await fetch_model_files(a.source, a.backend, self.rt.models_dir, progress)
+        except ModelFilesError as e:
+            raise LaunchFailed(e.message) from e
+
+    async def _install(self) -> Installation:
+        a = self.assignment
+
+        def progress(message: str) -> None:
+            self.log.note(message)
+
+        try:
+            return await self.rt.engines.get(a.backend, a.backend_version, progress)
+        except InstallError as e:
+            raise LaunchFailed(f"installing {a.backend} failed: {e.message}") from e
+        except CorralError as e:
+            raise LaunchFailed(e.message) from e
+
+    def _request(self, files: ModelFiles, context: int | None, port: int) -> LaunchRequest:
+        a, p = self.assignment, self.assignment.placement
+        gpus = tuple(int(i) for i in p.get("gpus") or ())
+        vendors = {d.index: d.vendor for d in self.rt.devices()}
+        return LaunchRequest(
+            model_name=a.model_name,
+            model_path=files.path,
+            host=self.rt.host,
+            port=port,
+            api_key=a.api_key,
+            categories=frozenset(ModelCategory(c) for c in a.categories)
+            or frozenset({ModelCategory.LLM}),
+            context_length=context,
+            mmproj_path=files.mmproj,
+            placement=LaunchPlacement(
+                gpu_indices=gpus,
+                gpu_vendor=vendors.get(gpus[0]) if gpus else None,
+                gpu_layers=p.get("gpu_layers"),
+                tensor_split=tuple(float(x) for x in p.get("tensor_split") or ()),
+                tensor_parallel_size=p.get("tensor_parallel_size"),
+            ),
+            backend_parameters=tuple(a.backend_parameters),
+            env=dict(a.env),
+        )
+
+    async def _launch(self, installation: Installation, request: LaunchRequest) -> None:
+        engine = driver(installation.backend)
+        command = engine.command(installation, request)
+        shown = " ".join(command.argv)
+        self.log.note(f"starting {installation.backend} {installation.version}: {shown}")
+        try:
+            child = await spawn(command.argv, {**os.environ, **command.env})
+        except OSError as e:
+            raise LaunchFailed(f"cannot start {command.argv[0]}: {e}") from e
+        self.rt.registry.add(Record(self.key, child.pid, child.started))
+        assert child.process.stdout is not None
+        copier = asyncio.create_task(self.log.copy_from(child.process.stdout))
+        try:
+            self._report(
+                InstanceState.STARTING,
+                f"{installation.backend} {installation.version} is loading the model "
+                f"(pid {child.pid}, port {request.port})",
+                pid=child.pid,
+                port=request.port,
+            )
+            if await self._wait_ready(child, request):
+                self.log.note("ready")
+                self._report(InstanceState.RUNNING, None, pid=child.pid, port=request.port)
+                logger.info(
+                    "instance %d: running on port %d (pid %d)", self.id, request.port, child.pid
+                )
+            code = await child.process.wait()
+            await copier
+            raise LaunchFailed(f"{installation.backend} {_exit(code)}:\n{self.log.tail()}")
+        finally:
+            await asyncio.shield(self._stop_child(child, copier))
+
+    async def _stop_child(self, child: Child, copier: asyncio.Task[None]) -> None:
+        code = await child.stop(self.rt.stop_grace)
+        self.rt.registry.remove(self.key)
+        with contextlib.suppress(asyncio.CancelledError):
+            await copier
+        self.log.note(f"engine {_exit(code)}")
+
+    async def _wait_ready(self, child: Child, request: LaunchRequest) -> bool:
+        """Poll the engine's readiness probes; False when it exits first."""
+        probes = driver(self.assignment.backend).readiness(request)
+        host = "127.0.0.1" if request.host in ("0.0.0.0", "") else request.host
+        base = f"http://{host}:{request.port}"
+        headers = {"Authorization": f"Bearer {request.api_key}"}
+        deadline = time.monotonic() + self.rt.ready_timeout
+        async with httpx.AsyncClient(timeout=5) as http:
+            while time.monotonic() < deadline:
+                if child.process.returncode is not None:
+                    return False
+                if await _probes_pass(http, base, headers, probes):
+                    return True
+                await asyncio.sleep(0.1)
+        raise LaunchFailed(f"not ready after {self.rt.ready_timeout:.0f} s:\n{self.log.tail()}")
+
+
+async def _probes_pass(
+    http: httpx.AsyncClient, base: str, headers: dict[str, str], probes: list[ReadinessProbe]
+) -> bool:
+    for probe in probes:
+        path, expect = probe.path, probe.expect_model
+        try:
+            r = await http.get(base + path, headers=headers)
+        except httpx.HTTPError:
+            return False
+        if r.status_code != 200:
+            return False
+        if expect is not None:
+            try:
+                ids = [m.get("id") for m in r.json().get("data", [])]
+            except (ValueError, AttributeError):
+                return False
+            if expect not in ids:
+                return False
+    return True
+
+
+def _exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class Supervisor:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._runners: dict[int, InstanceRunner] = {}
+
+    @property
+    def instances(self) -> dict[int, InstanceRunner]:
+        return self._runners
+
+    async def apply(self, assignments: list[Assignment]) -> None:
+        """Make what runs match ``assignments``."""
+        wanted = {a.instance_id: a for a in assignments}
+        gone = [
+            runner
+            for iid, runner in self._runners.items()
+            if iid not in wanted or runner.differs(wanted[iid])
+        ]
+        if gone:
+            await asyncio.gather(*(self._remove(r, keep_logs=r.id in wanted) for r in gone))
+        for iid, a in wanted.items():
+            runner = self._runners.get(iid)
+            if runner is None:
+                runner = self._runners[iid] = InstanceRunner(a, self.rt)
+                logger.info("instance %d (%s): assigned; starting", iid, a.model_name)
+                runner.start()
+            else:
+                runner.resync(a)
+
+    async def _remove(self, runner: InstanceRunner, *, keep_logs: bool) -> None:
+        logger.info("instance %d: stopping", runner.id)
+        await runner.stop()
+        self._runners.pop(runner.id, None)
+        if not keep_logs:
+            await asyncio.to_thread(
+                shutil.rmtree, self.rt.logs_dir / runner.key, ignore_errors=True
+            )
+
+    def log_path(self, instance_id: int) -> Path | None:
+        runner = self._runners.get(instance_id)
+        return runner.log.path if runner is not None else None
+
+    async def shutdown(self) -> None:
+        """Stop every engine (concurrently), keeping their logs."""
+        runners = list(self._runners.values())
+        await asyncio.gather(*(r.stop() for r in runners))
+        self._runners.clear()

@@ -1,0 +1,480 @@
+"""The OpenAI-compatible gateway, end to end with real parts: a real server,
+real llama-server instances on the tiny GGUF models, and the official
+``openai`` client. The test plays the worker over the HTTP API: it registers,
+sends heartbeats, reads its assignments, starts each backend with the key the
+server gave it and reports it running.
+
+Models deployed (each in its own label pool, so other tests do not meet them):
+
+* ``chat``  one instance, served by llama-server;
+* ``embed`` the embedding model, served by llama-server;
+* ``idle``  placed on the worker but never started (503);
+* ``flaky`` two instances: one served, one reported on a port nobody
+  listens on (the gateway retries on the other);
+* ``dead``  one instance on a port nobody listens on (502).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from corral.backends.base import Installation
+from corral.backends.llama_cpp.driver import LlamaCppDriver
+from corral.backends.process import BackendProcess, running
+from corral.schemas.models import ModelCategory
+from tests.backends import install_llama_cpp, launch_request
+from tests.fixtures.tiny_models import TinyModels
+from tests.helpers import ServerProcess, create_user, deploy, free_port, register_worker, unique
+
+GIB = 1024**3
+START_TIMEOUT_S = 120
+HEARTBEAT_EVERY_S = 3.0
+
+# Setting up starts three llama-servers on a shared 2-core machine.
+pytestmark = pytest.mark.timeout(300)
+
+
+def worker_status() -> dict[str, Any]:
+    return {
+        "cpu": {"cores": 8},
+        "memory": {"total": 64 * GIB, "used": 0},
+        "disks": [{"path": "/", "total": 500 * GIB, "used": 0}],
+        "devices": [],
+    }
+
+
+class Heartbeat:
+    """Reports the worker's status every few seconds, as the agent would,
+    so the server keeps it ``ready`` for as long as the module runs."""
+
+    def __init__(self, url: str, worker_id: int, credential: str) -> None:
+        self._url = f"{url}/api/v1/workers/{worker_id}/status"
+        self._headers = {"Authorization": f"Bearer {credential}"}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(headers=self._headers, timeout=10) as http:
+            while not self._stop.wait(HEARTBEAT_EVERY_S):
+                # A failed beat is followed by the next one; the server logs why.
+                with contextlib.suppress(httpx.HTTPError):
+                    http.post(self._url, json=worker_status())
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=20)
+
+
+@dataclass
+class Served:
+    name: str
+    backend: BackendProcess | None = None
+
+    @property
+    def direct(self) -> openai.OpenAI:
+        """The SDK straight at the backend, with the instance's own key."""
+        assert self.backend is not None
+        return openai.OpenAI(
+            base_url=f"{self.backend.base_url}/v1",
+            api_key=self.backend.request.api_key,
+            max_retries=0,
+        )
+
+
+@dataclass
+class Cluster:
+    server: ServerProcess
+    user_key: str
+    worker_credential: str
+    chat: Served
+    embed: Served
+    idle: Served
+    flaky: Served
+    dead: Served
+
+    def sdk(self, key: str | None = None) -> openai.OpenAI:
+        """The SDK pointed at the gateway, as a user's code would be."""
+        return openai.OpenAI(
+            base_url=f"{self.server.url}/v1", api_key=key or self.user_key, max_retries=0
+        )
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{self.server.url}/v1",
+            headers={"Authorization": f"Bearer {key or self.user_key}"},
+            timeout=60,
+        )
+
+
+def poll(what: str, check: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Installation:
+    return install_llama_cpp(tmp_path_factory.mktemp("backends"))
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    server: ServerProcess,
+    admin: httpx.Client,
+    tiny_models: TinyModels,
+    llama: Installation,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Cluster]:
+    logs = tmp_path_factory.mktemp("backend-logs")
+    pool = unique("gateway")
+    registered, worker = register_worker(
+        server.url, server.cluster_token, labels={"os": "linux", "arch": "amd64", "pool": pool}
+    )
+    wid = registered["worker_id"]
+    with ExitStack() as stack:
+        stack.callback(worker.close)
+        r = worker.post(f"/api/v1/workers/{wid}/status", json=worker_status())
+        assert r.status_code == 200, r.text
+        stack.enter_context(Heartbeat(server.url, wid, registered["credential"]))
+
+        def model(path: Path, **extra: Any) -> Served:
+            spec = {
+                "source": {"type": "local", "path": str(path)},
+                "worker_selector": {"pool": pool},
+            }
+            deployed = deploy(admin, name=unique("gw"), **spec, **extra)
+            stack.callback(admin.delete, f"/api/v1/models/{deployed['id']}")
+            return Served(deployed["name"])
+
+        served = {
+            "chat": model(tiny_models.gguf_f16),
+            "embed": model(tiny_models.gguf_embed, categories=["embedding"]),
+            "idle": model(tiny_models.gguf_q8_0),
+            "flaky": model(tiny_models.gguf_q8_0, replicas=2),
+            "dead": model(tiny_models.gguf_q8_0),
+        }
+        files = {
+            "chat": tiny_models.gguf_f16,
+            "embed": tiny_models.gguf_embed,
+            "flaky": tiny_models.gguf_q8_0,
+        }
+
+        def all_scheduled() -> list[dict[str, Any]] | None:
+            r = worker.get(f"/api/v1/workers/{wid}/assignments")
+            assert r.status_code == 200, r.text
+            items: list[dict[str, Any]] = r.json()["items"]
+            return (
+                items if len(items) == 6 and all(i["state"] == "scheduled" for i in items) else None
+            )
+
+        assignments = poll("every instance placed on the worker", all_scheduled)
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        for item in assignments:
+            by_model.setdefault(item["model_name"], []).append(item)
+
+        def report(item: dict[str, Any], port: int, pid: int) -> None:
+            r = worker.post(
+                f"/api/v1/workers/{wid}/instances/{item['instance_id']}/status",
+                json={"state": "running", "port": port, "pid": pid},
+            )
+            assert r.status_code == 204, r.text
+
+        for role, target in served.items():
+            items = by_model[target.name]
+            if role in files:
+                item = items[0]
+                request = launch_request(
+                    files[role],
+                    model_name=target.name,
+                    api_key=item["api_key"],
+                    categories=frozenset(ModelCategory(c) for c in item["categories"])
+                    or frozenset({ModelCategory.LLM}),
+                )
+                target.backend = stack.enter_context(
+                    running(
+                        LlamaCppDriver(),
+                        llama,
+                        request,
+                        logs / f"{role}.log",
+                        timeout=START_TIMEOUT_S,
+                    )
+                )
+                assert target.backend.process is not None
+                report(item, request.port, target.backend.process.pid)
+                items = items[1:]
+            if role in ("flaky", "dead"):
+                for item in items:
+                    report(item, free_port(), 1)  # nothing listens there
+
+        user_client = create_user(admin)[1]
+        stack.callback(user_client.close)
+        r = user_client.post("/api/v1/api-keys", json={"name": "gateway"})
+        assert r.status_code == 201, r.text
+        yield Cluster(
+            server=server,
+            user_key=r.json()["key"],
+            worker_credential=registered["credential"],
+            **served,
+        )
+
+
+# --- listing models ------------------------------------------------------
+
+
+def test_models_lists_the_models_with_a_running_instance(cluster: Cluster) -> None:
+    with cluster.sdk() as sdk:
+        listed = {m.id: m for m in sdk.models.list()}
+        assert {cluster.chat.name, cluster.embed.name, cluster.flaky.name} <= listed.keys()
+        assert cluster.idle.name not in listed
+        chat = listed[cluster.chat.name]
+        assert chat.owned_by == "corral" and chat.object == "model"
+        assert abs(chat.created - time.time()) < 3600
+        assert sdk.models.retrieve(cluster.chat.name).id == cluster.chat.name
+        with pytest.raises(openai.NotFoundError):
+            sdk.models.retrieve(cluster.idle.name)
+
+
+# --- inference through the gateway ---------------------------------------
+
+
+def test_chat_completion_counts_tokens_as_the_backend_does(cluster: Cluster) -> None:
+    def ask(sdk: openai.OpenAI) -> Any:
+        return sdk.chat.completions.create(
+            model=cluster.chat.name,
+            messages=[{"role": "user", "content": "Say hello to the cluster."}],
+            max_tokens=8,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+
+    with cluster.sdk() as sdk, cluster.chat.direct as direct:
+        via_gateway, straight = ask(sdk), ask(direct)
+    assert via_gateway.model == straight.model == cluster.chat.name
+    assert via_gateway.choices[0].message.role == "assistant"
+    assert via_gateway.usage is not None and straight.usage is not None
+    assert via_gateway.usage.completion_tokens == straight.usage.completion_tokens == 8
+    assert via_gateway.usage.prompt_tokens == straight.usage.prompt_tokens > 5
+    assert via_gateway.choices[0].message.content == straight.choices[0].message.content
+
+
+def test_streamed_chat_ends_with_the_usage_chunk(cluster: Cluster) -> None:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Count to twelve."}]
+    with cluster.sdk() as sdk, cluster.chat.direct as direct:
+        chunks = list(
+            sdk.chat.completions.create(
+                model=cluster.chat.name,
+                messages=messages,
+                max_tokens=12,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+            )
+        )
+        straight = direct.chat.completions.create(
+            model=cluster.chat.name,
+            messages=messages,
+            max_tokens=1,
+        )
+        # llama-server closes its connection after a stream: the pooled one
+        # must not fail the next request.
+        after = sdk.chat.completions.create(
+            model=cluster.chat.name,
+            messages=messages,
+            max_tokens=1,
+        )
+    deltas = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert 2 <= len(deltas) <= 12
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 12
+    assert straight.usage is not None and usage.prompt_tokens == straight.usage.prompt_tokens
+    assert after.usage is not None and after.usage.completion_tokens == 1
+
+
+def test_completion_counts_tokens_as_the_backend_does(cluster: Cluster) -> None:
+    def ask(sdk: openai.OpenAI) -> Any:
+        return sdk.completions.create(
+            model=cluster.chat.name,
+            prompt="Once upon a time",
+            max_tokens=6,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+
+    with cluster.sdk() as sdk, cluster.chat.direct as direct:
+        via_gateway, straight = ask(sdk), ask(direct)
+    assert via_gateway.usage is not None and straight.usage is not None
+    assert via_gateway.usage.completion_tokens == straight.usage.completion_tokens == 6
+    assert via_gateway.usage.prompt_tokens == straight.usage.prompt_tokens >= 4
+    assert via_gateway.choices[0].text == straight.choices[0].text
+
+
+def test_embeddings_count_tokens_as_the_backend_does(cluster: Cluster) -> None:
+    def embed(sdk: openai.OpenAI) -> Any:
+        return sdk.embeddings.create(model=cluster.embed.name, input=["one", "two more words"])
+
+    with cluster.sdk() as sdk, cluster.embed.direct as direct:
+        via_gateway, straight = embed(sdk), embed(direct)
+    assert [len(d.embedding) for d in via_gateway.data] == [256, 256]
+    assert via_gateway.usage.prompt_tokens == straight.usage.prompt_tokens >= 4
+    assert via_gateway.data[1].embedding == straight.data[1].embedding
+
+
+def test_a_failed_connection_is_retried_on_the_next_instance(cluster: Cluster) -> None:
+    """Half of these start at the instance nobody listens for (round robin);
+    each must still be answered, by the other one."""
+    with cluster.sdk() as sdk:
+        for _ in range(4):
+            reply = sdk.completions.create(model=cluster.flaky.name, prompt="Hi", max_tokens=1)
+            assert reply.usage is not None and reply.usage.completion_tokens == 1
+
+
+# --- streaming is relayed, not buffered -----------------------------------
+
+
+def _stream_request(cluster: Cluster, max_tokens: int) -> dict[str, Any]:
+    return {
+        "model": cluster.chat.name,
+        "prompt": "Tell a long story.",
+        "max_tokens": max_tokens,
+        "stream": True,
+        "ignore_eos": True,
+    }
+
+
+def test_a_stream_is_relayed_as_it_is_generated(cluster: Cluster) -> None:
+    """Chunks arrive spread over the generation, not all at its end."""
+    times: list[float] = []
+    with cluster.http() as http:
+        start = time.monotonic()
+        with http.stream("POST", "/completions", json=_stream_request(cluster, 400)) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            body = b""
+            for chunk in r.iter_raw():
+                times.append(time.monotonic() - start)
+                body += chunk
+    assert body.rstrip().endswith(b"data: [DONE]")
+    assert body.count(b"data: ") >= 400
+    total = times[-1]
+    # A buffering relay would deliver everything in the last few milliseconds.
+    assert times[0] < total / 2, (times[0], total)
+    assert len([t for t in times if t < total / 2]) >= 10
+
+
+def _processing(backend: BackendProcess) -> int:
+    r = httpx.get(
+        f"{backend.base_url}/metrics",
+        headers={"Authorization": f"Bearer {backend.request.api_key}"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    match = re.search(r"^llamacpp:requests_processing\s+(\S+)", r.text, re.MULTILINE)
+    assert match, r.text
+    return int(float(match.group(1)))
+
+
+def test_the_backend_stops_when_the_client_goes_away(cluster: Cluster) -> None:
+    assert cluster.chat.backend is not None
+    backend = cluster.chat.backend
+    assert _processing(backend) == 0
+    with (
+        cluster.http() as http,
+        http.stream("POST", "/completions", json=_stream_request(cluster, 1800)) as r,
+    ):
+        assert r.status_code == 200
+        next(r.iter_raw())
+        assert _processing(backend) == 1
+        left = time.monotonic()
+    # 1800 tokens take the tiny model far longer than this to generate.
+    poll("the backend to stop generating", lambda: _processing(backend) == 0, timeout=2)
+    assert time.monotonic() - left < 2
+
+
+# --- errors, in OpenAI's shape ---------------------------------------------
+
+
+def _error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    error: dict[str, Any] = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == code and error["message"]
+    return error
+
+
+def test_a_missing_or_wrong_key_is_401(cluster: Cluster) -> None:
+    body = {"model": cluster.chat.name, "messages": [{"role": "user", "content": "x"}]}
+    r = httpx.post(f"{cluster.server.url}/v1/chat/completions", json=body)
+    _error(r, 401, "invalid_api_key")
+    assert r.headers["www-authenticate"] == "Bearer"
+    with cluster.http("corral_not-a-key") as http:
+        _error(http.get("/models"), 401, "invalid_api_key")
+    with cluster.sdk("corral_not-a-key") as sdk, pytest.raises(openai.AuthenticationError):
+        sdk.models.list()
+
+
+def test_a_worker_credential_is_refused(cluster: Cluster) -> None:
+    with cluster.http(cluster.worker_credential) as http:
+        _error(http.get("/models"), 403, "permission_denied")
+
+
+def test_an_unknown_model_is_404(cluster: Cluster) -> None:
+    with cluster.sdk() as sdk, pytest.raises(openai.NotFoundError) as caught:
+        sdk.chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.code == "model_not_found"
+
+
+def test_a_model_without_a_running_instance_is_503_with_retry_after(cluster: Cluster) -> None:
+    with cluster.http() as http:
+        r = http.post("/completions", json={"model": cluster.idle.name, "prompt": "x"})
+    error = _error(r, 503, "model_not_running")
+    assert error["param"] == "model"
+    assert r.headers["retry-after"] == "5"
+
+
+def test_a_model_whose_instances_do_not_answer_is_502(cluster: Cluster) -> None:
+    with cluster.http() as http:
+        r = http.post("/completions", json={"model": cluster.dead.name, "prompt": "x"})
+    _error(r, 502, "upstream_unavailable")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"model": "x", ', "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b'["a list"]', "invalid_json"),
+        (b'{"prompt": "no model"}', "missing_model"),
+        (b'{"model": 42}', "missing_model"),
+    ],
+)
+def test_a_malformed_body_is_400(cluster: Cluster, body: bytes, code: str) -> None:
+    with cluster.http() as http:
+        r = http.post(
+            "/chat/completions", content=body, headers={"Content-Type": "application/json"}
+        )
+    _error(r, 400, code)
