@@ -377,7 +377,9 @@ def test_a_stream_is_relayed_as_it_is_generated(cluster: Cluster) -> None:
                 times.append(time.monotonic() - start)
                 body += chunk
     assert body.rstrip().endswith(b"data: [DONE]")
-    assert body.count(b"data: ") >= 400
+    # Fewer events than tokens: llama-server holds back a token that ends
+    # inside a UTF-8 character, and random weights make many of those.
+    assert body.count(b"data: ") >= 100
     total = times[-1]
     # A buffering relay would deliver everything in the last few milliseconds.
     assert times[0] < total / 2, (times[0], total)
@@ -405,7 +407,8 @@ def test_the_backend_stops_when_the_client_goes_away(cluster: Cluster) -> None:
         http.stream("POST", "/completions", json=_stream_request(cluster, 1800)) as r,
     ):
         assert r.status_code == 200
-        next(r.iter_raw())
+        chunks = r.iter_raw()  # kept: a dropped iterator closes the response
+        next(chunks)
         assert _processing(backend) == 1
         left = time.monotonic()
     # 1800 tokens take the tiny model far longer than this to generate.

@@ -304,10 +304,10 @@ async def test_gated_repo_needs_the_token(hub: FakeHub, cache: Path) -> None:
 
     files, _ = await fetch(hub, hf("org/gated", "*.gguf"), cache, hf_token=TOKEN)
     assert files.path.read_bytes() == b"GGUF gated"
+    heads = [r for r in hub.requests if r.method == "HEAD" and "/org/gated/" in r.path]
+    assert [r.authorization for r in heads] == [None, "Bearer hf_someone_else", f"Bearer {TOKEN}"]
     gets = hub.body_gets("org/gated", "model.gguf")
-    assert [r.authorization for r in gets if r.authorization == f"Bearer {TOKEN}"] != []
-    assert all(r.authorization != f"Bearer {TOKEN}" for r in gets[:-1])  # refused ones
-    assert gets[-1].authorization == f"Bearer {TOKEN}"
+    assert [r.authorization for r in gets] == [f"Bearer {TOKEN}"]
 
 
 async def test_token_from_the_environment(

@@ -79,6 +79,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         summary="Run large language models on your own cluster.",
         lifespan=lifespan,
     )
+    app.state.stopping = asyncio.Event()
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")
     for module in (auth, users, api_keys, workers, models, instances):
@@ -88,6 +89,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(gateway_router)
     return app
+
+
+def stopping(app: FastAPI) -> None:
+    """The server was asked to stop: end the requests that would never end
+    on their own (workers' assignment watches, followed logs)."""
+    app.state.stopping.set()
+    changes = getattr(app.state, "changes", None)
+    if changes is not None:
+        changes.close()
 
 
 @asynccontextmanager

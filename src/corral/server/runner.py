@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import typer
@@ -17,16 +18,23 @@ from sqlalchemy.exc import SQLAlchemyError
 from corral.config import ServerSettings
 from corral.logging import configure_logging
 from corral.server import datadir
-from corral.server.app import create_app, prepare
+from corral.server.app import create_app, prepare, stopping
 from corral.server.services.users import ADMIN_USERNAME, BootstrapResult
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling us once it listens."""
+    """uvicorn's server, telling us once it listens and when it is asked to stop."""
 
-    def __init__(self, config: uvicorn.Config, on_listening: Any) -> None:
+    def __init__(self, config: uvicorn.Config, on_listening: Any, on_exit: Any) -> None:
         super().__init__(config)
         self._on_listening = on_listening
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn drains open requests before the app's shutdown runs: end the
+        # endless ones (workers' long polls, followed logs) now.
+        self._on_exit()
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
@@ -100,8 +108,14 @@ def run_server(
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         server_header=False,
+        # A last resort: requests still open this long after a stop are cut.
+        timeout_graceful_shutdown=30,
     )
-    server = _Server(config, lambda: print(_banner(settings, result) + banner_extra, flush=True))
+    server = _Server(
+        config,
+        lambda: print(_banner(settings, result) + banner_extra, flush=True),
+        lambda: stopping(app),
+    )
     server.run()
     if not server.started:
         typer.echo("corral: the server did not start; see the log above", err=True)

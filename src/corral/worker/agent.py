@@ -149,6 +149,8 @@ class Agent:
                 access_log=False,
                 lifespan="off",
                 server_header=False,
+                # Followed logs never end by themselves; cut them at a stop.
+                timeout_graceful_shutdown=2,
             )
         )
         api = asyncio.create_task(self._http.serve(sockets=[sock]), name="worker-api")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -85,11 +86,25 @@ async def instance_logs(
         await response.aclose()
         raise UnavailableError(f"the instance's worker answered {response.status_code}: {text}")
 
+    stopping: asyncio.Event = request.app.state.stopping
+
     async def relay() -> AsyncIterator[bytes]:
+        # A followed log never ends by itself: end it when the server stops.
+        stop = asyncio.ensure_future(stopping.wait())
+        chunks = response.aiter_raw()
         try:
-            async for chunk in response.aiter_raw():
-                yield chunk
+            while True:
+                chunk = asyncio.ensure_future(anext(chunks))
+                await asyncio.wait({chunk, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not chunk.done():
+                    chunk.cancel()
+                    return
+                try:
+                    yield chunk.result()
+                except StopAsyncIteration:
+                    return
         finally:
+            stop.cancel()
             await response.aclose()
 
     return StreamingResponse(relay(), media_type="text/plain; charset=utf-8")

@@ -77,7 +77,7 @@ async def watch_assignments(
         if current.etag != seen:
             return current
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or changes.closed:
             return None
         await changes.wait(min(left, RECHECK_SECONDS))
 

@@ -216,8 +216,10 @@ def _hub_error(error: Exception, repo: _Repo) -> ModelFilesError:
             "token this worker uses (HF_TOKEN)."
         )
     if isinstance(error, HfHubHTTPError):
-        reason = str(error).strip().splitlines()[0]
-        return ModelFilesError(f"{repo.endpoint} failed for {repo.where}: {reason}")
+        detail = f": {error.server_message.strip()}" if error.server_message else ""
+        return ModelFilesError(
+            f"{repo.endpoint} answered HTTP {status} for {repo.where}{detail.rstrip('.')}."
+        )
     cause = error.__cause__ if isinstance(error, LocalEntryNotFoundError) else error
     return ModelFilesError(
         f"Could not reach the Hugging Face endpoint {repo.endpoint} for {repo.where}: "
