@@ -37,17 +37,19 @@ DEMO_MODEL = "demo"
 
 
 def _demo_banner(settings: ServerSettings) -> str:
+    """The chat example for the demo model, in the banner's pasteable block."""
     url = settings.local_url()
+    body = (
+        f'{{"model": "{DEMO_MODEL}", "messages": [{{"role": "user", "content": "Hello"}}], '
+        '"max_tokens": 16}'
+    )
     return "\n".join(
         [
             "",
-            f"Chat with the demo model {DEMO_MODEL!r} (a tiny random-weight model: it "
-            "answers nonsense, quickly)",
-            "once `corral instances list` shows it running, a few seconds from now:",
+            f"  # Chat with the demo model {DEMO_MODEL!r} (tiny, random weights: it answers",
+            "  # nonsense, quickly) once it runs, a few seconds after the start:",
             f'  curl -s {url}/v1/chat/completions -H "Authorization: Bearer $TOKEN" \\',
-            "    -H 'content-type: application/json' \\",
-            f'    -d \'{{"model": "{DEMO_MODEL}", "messages": [{{"role": "user", '
-            '"content": "Hello"}], "max_tokens": 16}\'',
+            f"    -H 'content-type: application/json' -d '{body}'",
         ]
     )
 
