@@ -153,6 +153,7 @@ def cluster(
     )
     wid = registered["worker_id"]
     with ExitStack() as stack:
+        stack.callback(admin.delete, f"/api/v1/workers/{wid}")
         stack.callback(worker.close)
         r = worker.post(f"/api/v1/workers/{wid}/status", json=worker_status())
         assert r.status_code == 200, r.text
@@ -349,6 +350,9 @@ def test_a_failed_connection_is_retried_on_the_next_instance(cluster: Cluster) -
         for _ in range(4):
             reply = sdk.completions.create(model=cluster.flaky.name, prompt="Hi", max_tokens=1)
             assert reply.usage is not None and reply.usage.completion_tokens == 1
+    # Two of the four started at the silent instance: the relay says so in its log.
+    failed_first = f"model {cluster.flaky.name}, instance "
+    assert cluster.server.log().count(failed_first) == 2
 
 
 # --- streaming is relayed, not buffered -----------------------------------

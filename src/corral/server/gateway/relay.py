@@ -47,7 +47,8 @@ _RETRYABLE = (
     httpx.WriteError,
     httpx.RemoteProtocolError,
 )
-"""Failures before the answer's status line that leave nothing generated."""
+"""Failures before the answer's status line: the client has had nothing yet, so
+another try is invisible to it (at worst an engine that had begun wastes work)."""
 
 
 class RoundRobin:
