@@ -72,6 +72,8 @@ class Request:
     authorization: str | None
     started: float
     finished: float
+    range: str | None = None
+    """The ``Range`` header: set for partial reads (a header read by an estimate)."""
 
 
 @dataclass
@@ -155,6 +157,7 @@ def serve_hub(root: Path, *, gated: Mapping[str, str] | None = None) -> Iterator
                             self.headers.get("Authorization"),
                             started,
                             time.monotonic(),
+                            self.headers.get("Range"),
                         )
                     )
 
