@@ -21,16 +21,6 @@ from corral.schemas.models import (
     ModelScopeSource,
 )
 
-WORKER_REPORTABLE_STATES = frozenset(
-    {
-        InstanceState.DOWNLOADING,
-        InstanceState.STARTING,
-        InstanceState.RUNNING,
-        InstanceState.ERROR,
-    }
-)
-"""States a worker may put an instance in; the rest belong to the server."""
-
 
 class Assignment(OutputModel):
     """One instance a worker must run, with everything its launch needs."""

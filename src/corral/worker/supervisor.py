@@ -361,10 +361,6 @@ class Supervisor:
                 shutil.rmtree, self.rt.logs_dir / runner.key, ignore_errors=True
             )
 
-    def log_path(self, instance_id: int) -> Path | None:
-        runner = self._runners.get(instance_id)
-        return runner.log.path if runner is not None else None
-
     async def shutdown(self) -> None:
         """Stop every engine (concurrently), keeping their logs."""
         runners = list(self._runners.values())
