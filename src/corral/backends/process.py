@@ -18,7 +18,7 @@ from types import TracebackType
 
 import httpx
 
-from corral.backends.base import BackendDriver, Installation, LaunchRequest
+from corral.backends.base import BackendDriver, Installation, LaunchRequest, ReadinessProbe
 from corral.backends.steps import tail
 
 
@@ -68,12 +68,8 @@ class BackendProcess:
                 response = client.get(self.base_url + probe.path, headers=headers, timeout=5)
             except httpx.HTTPError:
                 return False
-            if response.status_code != 200:
+            if not probe_passed(probe, response):
                 return False
-            if probe.expect_model is not None:
-                ids = [m.get("id") for m in response.json().get("data", [])]
-                if probe.expect_model not in ids:
-                    return False
         return True
 
     def wait_ready(self, timeout: float) -> None:
@@ -128,6 +124,19 @@ class BackendProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def probe_passed(probe: ReadinessProbe, response: httpx.Response) -> bool:
+    """Whether an engine's answer to ``probe`` says it is ready."""
+    if response.status_code != 200:
+        return False
+    if probe.expect_model is None:
+        return True
+    try:
+        ids = [m.get("id") for m in response.json().get("data", [])]
+    except (ValueError, AttributeError):
+        return False
+    return probe.expect_model in ids
 
 
 def _wait_until_gone(pgid: int, timeout: float = 10) -> None:

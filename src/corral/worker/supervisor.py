@@ -27,6 +27,7 @@ import httpx
 from corral.backends.base import Installation, LaunchRequest, ReadinessProbe
 from corral.backends.base import Placement as LaunchPlacement
 from corral.backends.model_info import context_length
+from corral.backends.process import probe_passed
 from corral.backends.registry import driver
 from corral.backends.steps import InstallError
 from corral.errors import CorralError, InvalidModelFile
@@ -298,20 +299,12 @@ async def _probes_pass(
     http: httpx.AsyncClient, base: str, headers: dict[str, str], probes: list[ReadinessProbe]
 ) -> bool:
     for probe in probes:
-        path, expect = probe.path, probe.expect_model
         try:
-            r = await http.get(base + path, headers=headers)
+            response = await http.get(base + probe.path, headers=headers)
         except httpx.HTTPError:
             return False
-        if r.status_code != 200:
+        if not probe_passed(probe, response):
             return False
-        if expect is not None:
-            try:
-                ids = [m.get("id") for m in r.json().get("data", [])]
-            except (ValueError, AttributeError):
-                return False
-            if expect not in ids:
-                return False
     return True
 
 

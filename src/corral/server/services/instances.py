@@ -14,6 +14,7 @@ from corral.schemas.instances import InstanceRead, InstanceState
 from corral.server.db.engine import Database
 from corral.server.db.tables import Instance, Model, Worker
 from corral.server.security import random_string
+from corral.server.services.routing import base_url
 
 logger = logging.getLogger(__name__)
 
@@ -159,5 +160,4 @@ async def log_source(db: Database, instance_id: int) -> tuple[str, str]:
                 raise NotFoundError(f"instance {instance_id} does not exist")
             raise ConflictError(f"instance {instance_id} is not placed on a worker yet: no log")
     api_key, _, address, port = row
-    host = f"[{address}]" if ":" in address else address
-    return f"http://{host}:{port}/instances/{instance_id}/logs", api_key or ""
+    return f"{base_url(address, port)}/instances/{instance_id}/logs", api_key or ""
