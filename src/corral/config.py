@@ -56,6 +56,16 @@ class ServerSettings(BaseSettings):
     placement_interval: float = Field(
         default=10.0, gt=0, description="Seconds between retries of pending instances."
     )
+    gateway_max_body: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the gateway accepts, in bytes (larger: 413).",
+    )
+    gateway_keepalive: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds of silence in a stream before the gateway sends an SSE comment.",
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -11,13 +11,21 @@ Models deployed (each in its own label pool, so other tests do not meet them):
 * ``idle``  placed on the worker but never started (503);
 * ``flaky`` two instances: one served, one reported on a port nobody
   listens on (the gateway retries on the other);
-* ``dead``  one instance on a port nobody listens on (502).
+* ``dead``  one instance on a port nobody listens on (502);
+* ``pair``  two instances, both served by llama-server (balancing, and one
+  killed mid-run).
+
+The worker reports one simulated GPU too small for any model, so the
+metrics have a device to show and every model is still placed on the CPU.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +38,7 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from prometheus_client.parser import text_string_to_metric_families
 
 from corral.backends.base import Installation
 from corral.backends.llama_cpp.driver import LlamaCppDriver
@@ -37,7 +46,16 @@ from corral.backends.process import BackendProcess, running
 from corral.schemas.models import ModelCategory
 from tests.backends import install_llama_cpp, launch_request
 from tests.fixtures.tiny_models import TinyModels
-from tests.helpers import ServerProcess, create_user, deploy, free_port, register_worker, unique
+from tests.helpers import (
+    ServerProcess,
+    client,
+    create_user,
+    deploy,
+    free_port,
+    login,
+    register_worker,
+    unique,
+)
 
 GIB = 1024**3
 START_TIMEOUT_S = 120
@@ -52,7 +70,16 @@ def worker_status() -> dict[str, Any]:
         "cpu": {"cores": 8},
         "memory": {"total": 64 * GIB, "used": 0},
         "disks": [{"path": "/", "total": 500 * GIB, "used": 0}],
-        "devices": [],
+        "devices": [
+            {
+                "index": 0,
+                "vendor": "nvidia",
+                "name": "Tiny simulated GPU",
+                "memory_total": 64 * 1024**2,
+                "memory_used": 16 * 1024**2,
+                "simulated": True,
+            }
+        ],
     }
 
 
@@ -108,6 +135,8 @@ class Cluster:
     idle: Served
     flaky: Served
     dead: Served
+    pair: Served
+    pair_backends: list[BackendProcess]
 
     def sdk(self, key: str | None = None) -> openai.OpenAI:
         """The SDK pointed at the gateway, as a user's code would be."""
@@ -174,11 +203,13 @@ def cluster(
             "idle": model(tiny_models.gguf_q8_0),
             "flaky": model(tiny_models.gguf_q8_0, replicas=2),
             "dead": model(tiny_models.gguf_q8_0),
+            "pair": model(tiny_models.gguf_f16, replicas=2),
         }
         files = {
             "chat": tiny_models.gguf_f16,
             "embed": tiny_models.gguf_embed,
             "flaky": tiny_models.gguf_q8_0,
+            "pair": tiny_models.gguf_f16,
         }
 
         def all_scheduled() -> list[dict[str, Any]] | None:
@@ -186,7 +217,7 @@ def cluster(
             assert r.status_code == 200, r.text
             items: list[dict[str, Any]] = r.json()["items"]
             return (
-                items if len(items) == 6 and all(i["state"] == "scheduled" for i in items) else None
+                items if len(items) == 8 and all(i["state"] == "scheduled" for i in items) else None
             )
 
         assignments = poll("every instance placed on the worker", all_scheduled)
@@ -201,10 +232,12 @@ def cluster(
             )
             assert r.status_code == 204, r.text
 
+        pair_backends: list[BackendProcess] = []
         for role, target in served.items():
             items = by_model[target.name]
-            if role in files:
-                item = items[0]
+            for replica, item in enumerate(items[: (2 if role == "pair" else 1)]):
+                if role not in files:
+                    break
                 request = launch_request(
                     files[role],
                     model_name=target.name,
@@ -212,17 +245,20 @@ def cluster(
                     categories=frozenset(ModelCategory(c) for c in item["categories"])
                     or frozenset({ModelCategory.LLM}),
                 )
-                target.backend = stack.enter_context(
+                backend = stack.enter_context(
                     running(
                         LlamaCppDriver(),
                         llama,
                         request,
-                        logs / f"{role}.log",
+                        logs / f"{role}-{replica}.log",
                         timeout=START_TIMEOUT_S,
                     )
                 )
-                assert target.backend.process is not None
-                report(item, request.port, target.backend.process.pid)
+                assert backend.process is not None
+                report(item, request.port, backend.process.pid)
+                target.backend = target.backend or backend
+                if role == "pair":
+                    pair_backends.append(backend)
                 items = items[1:]
             if role in ("flaky", "dead"):
                 for item in items:
@@ -236,6 +272,7 @@ def cluster(
             server=server,
             user_key=r.json()["key"],
             worker_credential=registered["credential"],
+            pair_backends=pair_backends,
             **served,
         )
 
@@ -423,6 +460,18 @@ def test_the_backend_stops_when_the_client_goes_away(cluster: Cluster) -> None:
     assert 0 < generated < 900, generated
 
 
+def test_a_plain_request_whose_client_leaves_stops_the_backend(cluster: Cluster) -> None:
+    assert cluster.chat.backend is not None
+    backend = cluster.chat.backend
+    before = _metric(backend, "tokens_predicted_total")
+    request = {**_stream_request(cluster, 1800), "stream": False}
+    with cluster.http() as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/completions", json=request, timeout=httpx.Timeout(30, read=0.5))
+    poll("the backend to stop", lambda: _metric(backend, "requests_processing") == 0, 10)
+    generated = _metric(backend, "tokens_predicted_total") - before
+    assert generated < 900, generated
+
+
 # --- errors, in OpenAI's shape ---------------------------------------------
 
 
@@ -488,3 +537,328 @@ def test_a_malformed_body_is_400(cluster: Cluster, body: bytes, code: str) -> No
             "/chat/completions", content=body, headers={"Content-Type": "application/json"}
         )
     _error(r, 400, code)
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(cluster: Cluster) -> None:
+    # The default limit is 32 MiB; one byte more, declared up front.
+    body = b'{"model": "%s", "prompt": "' % cluster.chat.name.encode()
+    body += b"x" * (32 * 1024 * 1024 + 1 - len(body) - 2) + b'"}'
+    with cluster.http() as http:
+        r = http.post("/completions", content=body, headers={"Content-Type": "application/json"})
+    _error(r, 413, "request_too_large")
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it comes
+        yield b'{"model": "x", "prompt": "'
+        for _ in range(33):
+            yield b"y" * 1024 * 1024
+
+    with cluster.http() as http:
+        r = http.post("/completions", content=chunked())
+    _error(r, 413, "request_too_large")
+
+
+def test_unknown_paths_and_methods_are_refused_in_openai_shape(cluster: Cluster) -> None:
+    with cluster.http() as http:
+        _error(http.post("/images/generations", json={}), 404, "unknown_url")
+        r = http.get("/chat/completions")
+        _error(r, 405, "method_not_allowed")
+        assert r.headers["allow"] == "POST"
+
+
+# --- the async client --------------------------------------------------------------
+
+
+def test_the_async_client_chats_streams_embeds_and_raises_the_sdk_errors(cluster: Cluster) -> None:
+    async def run() -> None:
+        async with openai.AsyncOpenAI(
+            base_url=f"{cluster.server.url}/v1", api_key=cluster.user_key, max_retries=0
+        ) as sdk:
+            messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
+            reply = await sdk.chat.completions.create(
+                model=cluster.chat.name, messages=messages, max_tokens=3
+            )
+            assert reply.usage is not None and reply.usage.completion_tokens <= 3
+            stream = await sdk.chat.completions.create(
+                model=cluster.chat.name,
+                messages=messages,
+                max_tokens=4,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            )
+            chunks = [c async for c in stream]
+            assert chunks and all(c.usage is None for c in chunks)  # not asked for
+            embedded = await sdk.embeddings.create(model=cluster.embed.name, input="one")
+            assert len(embedded.data[0].embedding) == 256
+            with pytest.raises(openai.NotFoundError):
+                await sdk.completions.create(model="nobody", prompt="x")
+            with pytest.raises(openai.InternalServerError):  # 503: not running yet
+                await sdk.completions.create(model=cluster.idle.name, prompt="x")
+        async with openai.AsyncOpenAI(
+            base_url=f"{cluster.server.url}/v1", api_key="corral_bad_key", max_retries=0
+        ) as sdk:
+            with pytest.raises(openai.AuthenticationError):
+                await sdk.models.list()
+
+    asyncio.run(run())
+
+
+def test_models_carry_context_length_and_categories(cluster: Cluster) -> None:
+    with cluster.http() as http:
+        r = http.get("/models")
+    cards = {m["id"]: m for m in r.json()["data"]}
+    assert cards[cluster.embed.name]["categories"] == ["embedding"]
+    # The placement's launch command sets the context (llama.cpp --ctx-size).
+    assert isinstance(cards[cluster.chat.name]["context_length"], int)
+    assert cards[cluster.chat.name]["context_length"] > 0
+
+
+# --- the circuit breaker -----------------------------------------------------------
+
+
+def test_an_instance_that_keeps_failing_leaves_the_rotation(cluster: Cluster) -> None:
+    failed_first = f"model {cluster.flaky.name}, instance "
+    before = cluster.server.log().count(failed_first)
+    with cluster.sdk() as sdk:
+        for _ in range(12):
+            reply = sdk.completions.create(model=cluster.flaky.name, prompt="Hi", max_tokens=1)
+            assert reply.usage is not None
+    # Three failures in a row take it out for a second; a dozen quick requests
+    # meet it at most until then (plus one probe).
+    assert cluster.server.log().count(failed_first) - before <= 3
+    families = _scrape(cluster)
+    out = {
+        s.labels["instance"]: s.value
+        for s in families["corral_gateway_instances_out_of_rotation"].samples
+        if s.labels["model"] == cluster.flaky.name
+    }
+    assert sorted(out.values()) == [0.0, 1.0], out
+
+
+# --- usage and metrics -------------------------------------------------------------
+
+
+def _scrape(cluster: Cluster) -> dict[str, Any]:
+    admin_token = login(cluster.server.url, "admin", cluster.server.admin_password)
+    r = httpx.get(
+        f"{cluster.server.url}/metrics", headers={"Authorization": f"Bearer {admin_token}"}
+    )
+    assert r.status_code == 200, r.text
+    return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+
+def test_usage_adds_up_to_what_the_answers_said(cluster: Cluster) -> None:
+    key_id, key = _new_key(cluster)
+    said = {"prompt": 0, "completion": 0, "requests": 0}
+
+    def count(usage: Any) -> None:
+        said["prompt"] += usage.prompt_tokens
+        said["completion"] += getattr(usage, "completion_tokens", 0) or 0
+        said["requests"] += 1
+
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Count sheep."}]
+    with cluster.sdk(key) as sdk:
+        for n in (2, 5):
+            count(sdk.chat.completions.create(
+                model=cluster.chat.name, messages=messages, max_tokens=n,
+                extra_body={"ignore_eos": True},
+            ).usage)  # fmt: skip
+        streamed = list(
+            sdk.chat.completions.create(
+                model=cluster.chat.name,
+                messages=messages,
+                max_tokens=6,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+            )
+        )
+        count(streamed[-1].usage)
+        # Not asked for: the client gets no usage chunk, but corral meters it;
+        # it counts what the same request says when it is asked.
+        silent = list(
+            sdk.chat.completions.create(
+                model=cluster.chat.name,
+                messages=messages,
+                max_tokens=7,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            )
+        )
+        assert all(c.usage is None for c in silent) and silent[-1].choices
+        said["prompt"] += streamed[-1].usage.prompt_tokens  # type: ignore[union-attr]
+        said["completion"] += 7
+        said["requests"] += 1
+        count(sdk.completions.create(
+            model=cluster.chat.name, prompt="Once", max_tokens=3, extra_body={"ignore_eos": True}
+        ).usage)  # fmt: skip
+        count(sdk.embeddings.create(model=cluster.embed.name, input=["a b c", "d"]).usage)
+    r = httpx.get(
+        f"{cluster.server.url}/api/v1/usage",
+        params={"api_key_id": key_id, "group_by": ["api_key", "model"]},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["total"] == {
+        "requests": said["requests"],
+        "prompt_tokens": said["prompt"],
+        "completion_tokens": said["completion"],
+        "total_tokens": said["prompt"] + said["completion"],
+    }
+    by_model = {row["model"]: row for row in report["items"]}
+    assert set(by_model) == {cluster.chat.name, cluster.embed.name}
+    assert by_model[cluster.embed.name]["requests"] == 1
+    assert all(row["api_key_id"] == key_id and row["day"] is None for row in report["items"])
+
+
+def _new_key(cluster: Cluster) -> tuple[str, str]:
+    admin_token = login(cluster.server.url, "admin", cluster.server.admin_password)
+    with client(cluster.server.url, admin_token) as admin:
+        user_client = create_user(admin)[1]
+    with user_client:
+        r = user_client.post("/api/v1/api-keys", json={"name": "usage"})
+        assert r.status_code == 201, r.text
+    return r.json()["id"], r.json()["key"]
+
+
+def test_a_user_reads_only_their_own_usage(cluster: Cluster) -> None:
+    _, key = _new_key(cluster)
+    with cluster.sdk(key) as sdk:
+        sdk.completions.create(model=cluster.chat.name, prompt="Hi", max_tokens=1)
+    headers = {"Authorization": f"Bearer {key}"}
+    mine = httpx.get(f"{cluster.server.url}/api/v1/usage", headers=headers).json()
+    assert mine["total"]["requests"] == 1
+    assert {row["user_id"] for row in mine["items"]} == {mine["items"][0]["user_id"]}
+    r = httpx.get(f"{cluster.server.url}/api/v1/usage", params={"user_id": 1}, headers=headers)
+    assert r.status_code == 403, r.text
+    r = httpx.get(
+        f"{cluster.server.url}/api/v1/usage",
+        params={"start": "2026-02-02", "end": "2026-01-01"},
+        headers=headers,
+    )
+    assert r.status_code == 422 and "before start" in r.text, r.text
+
+
+def test_metrics_count_requests_tokens_and_devices(cluster: Cluster) -> None:
+    with cluster.sdk() as sdk:
+        reply = sdk.chat.completions.create(
+            model=cluster.chat.name, messages=[{"role": "user", "content": "x"}], max_tokens=2
+        )
+        list(
+            sdk.chat.completions.create(
+                model=cluster.chat.name,
+                messages=[{"role": "user", "content": "x"}],
+                max_tokens=2,
+                stream=True,
+            )
+        )
+    assert reply.usage is not None
+    families = _scrape(cluster)
+    requests = {
+        (s.labels["endpoint"], s.labels["status"]): s.value
+        for s in families["corral_gateway_requests"].samples
+        if s.labels.get("model") == cluster.chat.name and s.name.endswith("_total")
+    }
+    assert requests[("chat", "200")] >= 2
+    durations = [
+        s
+        for s in families["corral_gateway_request_duration_seconds"].samples
+        if s.labels.get("model") == cluster.chat.name and s.name.endswith("_count")
+    ]
+    assert durations and durations[0].value >= 2
+    first = [
+        s
+        for s in families["corral_gateway_time_to_first_token_seconds"].samples
+        if s.labels.get("model") == cluster.chat.name and s.name.endswith("_count")
+    ]
+    assert first and first[0].value >= 1
+    tokens = {
+        s.labels["kind"]: s.value
+        for s in families["corral_gateway_tokens"].samples
+        if s.labels.get("model") == cluster.chat.name
+    }
+    assert tokens["prompt"] >= reply.usage.prompt_tokens and tokens["completion"] >= 2
+    in_flight = [
+        s
+        for s in families["corral_gateway_in_flight_requests"].samples
+        if s.labels["model"] == cluster.chat.name
+    ]
+    assert [s.value for s in in_flight] == [0.0]
+    devices = [
+        s
+        for s in families["corral_worker_device_memory_total_bytes"].samples
+        if s.labels["name"] == "Tiny simulated GPU"
+    ]
+    assert devices and devices[0].value == 64 * 1024**2
+    assert devices[0].labels["simulated"] == "true"
+    instances = {s.labels["state"]: s.value for s in families["corral_instances"].samples}
+    assert instances["running"] >= 5
+
+
+# --- two replicas --------------------------------------------------------------------
+
+
+def _predicted(backend: BackendProcess) -> int:
+    return _metric(backend, "tokens_predicted_total")
+
+
+def test_load_is_spread_over_the_replicas(cluster: Cluster) -> None:
+    before = [_predicted(b) for b in cluster.pair_backends]
+    failures: list[BaseException] = []
+
+    def ask(n: int) -> None:
+        with cluster.sdk() as sdk:
+            for _ in range(n):
+                try:
+                    sdk.completions.create(
+                        model=cluster.pair.name,
+                        prompt="Hi",
+                        max_tokens=1,
+                        extra_body={"ignore_eos": True},
+                    )
+                except openai.APIError as e:
+                    failures.append(e)
+
+    threads = [threading.Thread(target=ask, args=(50,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    served = [_predicted(b) - n for b, n in zip(cluster.pair_backends, before, strict=True)]
+    assert sum(served) == 200
+    assert all(85 <= n <= 115 for n in served), served
+
+
+def test_a_replica_killed_mid_run_fails_no_request(cluster: Cluster) -> None:
+    """Requests on their way to the killed replica are tried again on the
+    other one; the rest never notice. (Last: it leaves one replica dead.)"""
+    victim = cluster.pair_backends[1]
+    assert victim.process is not None
+    done: list[int] = []
+    failures: list[BaseException] = []
+
+    def ask(n: int) -> None:
+        with cluster.sdk() as sdk:
+            for _ in range(n):
+                try:
+                    sdk.completions.create(
+                        model=cluster.pair.name,
+                        prompt="Tell me more",
+                        max_tokens=4,
+                        extra_body={"ignore_eos": True},
+                    )
+                    done.append(1)
+                except openai.APIError as e:
+                    failures.append(e)
+
+    threads = [threading.Thread(target=ask, args=(40,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    poll("some requests answered", lambda: len(done) >= 30)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert len(done) == 160
+    assert cluster.server.log().count(f"model {cluster.pair.name}, instance ") >= 1

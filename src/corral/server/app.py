@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import APIRouter, FastAPI
 
 from corral import __version__
@@ -19,6 +20,7 @@ from corral.server.api import (
     instances,
     metrics,
     models,
+    usage,
     users,
     workers,
 )
@@ -27,8 +29,7 @@ from corral.server.controllers.liveness import LivenessController
 from corral.server.controllers.placement import PlacementController
 from corral.server.db.engine import Database
 from corral.server.db.migrate import migrate
-from corral.server.gateway.relay import open_gateway
-from corral.server.gateway.router import router as gateway_router
+from corral.server.gateway.app import open_gateway
 from corral.server.security import generate_password
 from corral.server.services.changes import ChangeSignal
 from corral.server.services.estimates import Estimator
@@ -68,7 +69,21 @@ def create_app(settings: ServerSettings) -> FastAPI:
             app.state.db = db
             app.state.settings = settings
             app.state.cluster_token = _cluster_token(settings)
-            async with _controllers(app, db, settings), open_gateway(app):
+            async with (
+                _controllers(app, db, settings),
+                httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as app.state.http,
+                open_gateway(
+                    app,
+                    db,
+                    max_body=settings.gateway_max_body,
+                    keepalive_s=settings.gateway_keepalive,
+                ) as gateway,
+            ):
+                # What the management API needs of the gateway, without
+                # importing it (they are independent layers).
+                app.state.flush_usage = gateway.meter.flush
+                app.state.forget_credentials = gateway.callers.forget
+                app.state.gateway_collector = gateway.collector
                 yield
         finally:
             await db.dispose()
@@ -82,12 +97,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.stopping = asyncio.Event()
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")
-    for module in (auth, users, api_keys, workers, models, instances):
+    for module in (auth, users, api_keys, workers, models, instances, usage):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    app.include_router(gateway_router)
     return app
 
 

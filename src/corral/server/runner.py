@@ -19,6 +19,7 @@ from corral.config import ServerSettings
 from corral.logging import configure_logging
 from corral.server import datadir
 from corral.server.app import create_app, prepare, stopping
+from corral.server.gateway.app import with_gateway
 from corral.server.services.users import ADMIN_USERNAME, BootstrapResult
 
 
@@ -101,7 +102,7 @@ def run_server(
     if companion is not None:
         _attach(app, companion)
     config = uvicorn.Config(
-        app,
+        with_gateway(app),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Response
 
 from corral.schemas.auth import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from corral.schemas.common import ItemList
-from corral.server.api.deps import DbDep, PrincipalDep
+from corral.server.api.deps import DbDep, ForgetCredentialsDep, PrincipalDep
 from corral.server.services import api_keys
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"])
@@ -28,6 +28,9 @@ async def list_api_keys(
 
 
 @router.delete("/{key_id}", status_code=204)
-async def delete_api_key(key_id: str, db: DbDep, principal: PrincipalDep) -> Response:
+async def delete_api_key(
+    key_id: str, db: DbDep, principal: PrincipalDep, forget: ForgetCredentialsDep
+) -> Response:
     await api_keys.delete_api_key(db, principal, key_id)
+    forget()
     return Response(status_code=204)

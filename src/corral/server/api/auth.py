@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from corral.errors import InvalidInputError
 from corral.schemas.auth import LoginRequest, LoginResponse, UserRead
-from corral.server.api.deps import DbDep, PrincipalDep
+from corral.server.api.deps import DbDep, ForgetCredentialsDep, PrincipalDep
 from corral.server.services import auth
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -21,13 +21,14 @@ async def login(body: LoginRequest, db: DbDep, request: Request) -> LoginRespons
 
 
 @router.post("/logout", status_code=204)
-async def logout(db: DbDep, principal: PrincipalDep) -> Response:
+async def logout(db: DbDep, principal: PrincipalDep, forget: ForgetCredentialsDep) -> Response:
     if principal.session_id is None:
         raise InvalidInputError(
             "logout ends a session; revoke an API key with DELETE /api/v1/api-keys/{id}",
             code="not_a_session",
         )
     await auth.logout(db, principal.session_id)
+    forget()
     return Response(status_code=204)
 
 

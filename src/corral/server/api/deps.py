@@ -35,6 +35,17 @@ def get_wake(request: Request) -> Callable[[], None]:
     return wake
 
 
+def get_forget_credentials(request: Request) -> Callable[[], None]:
+    """Makes the gateway forget the credentials it remembers, after a change
+    that may revoke one (a key deleted, a user disabled, a logout)."""
+    forget: Callable[[], None] | None = getattr(request.app.state, "forget_credentials", None)
+    return forget if forget is not None else _nothing
+
+
+def _nothing() -> None:
+    pass
+
+
 def bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
@@ -53,3 +64,4 @@ DbDep = Annotated[Database, Depends(get_db)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 TokenDep = Annotated[str, Depends(bearer_token)]
 WakeDep = Annotated[Callable[[], None], Depends(get_wake)]
+ForgetCredentialsDep = Annotated[Callable[[], None], Depends(get_forget_credentials)]

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from corral.schemas.auth import PasswordChange, UserCreate, UserRead, UserUpdate
 from corral.schemas.common import ItemList
-from corral.server.api.deps import DbDep, PrincipalDep
+from corral.server.api.deps import DbDep, ForgetCredentialsDep, PrincipalDep
 from corral.server.services import users
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -38,14 +38,19 @@ async def get_user(user_id: int, db: DbDep, principal: PrincipalDep) -> UserRead
 
 @router.patch("/{user_id}")
 async def update_user(
-    user_id: int, body: UserUpdate, db: DbDep, principal: PrincipalDep
+    user_id: int, body: UserUpdate, db: DbDep, principal: PrincipalDep, forget: ForgetCredentialsDep
 ) -> UserRead:
     principal.require_admin()
-    return await users.update_user(db, user_id, body)
+    updated = await users.update_user(db, user_id, body)
+    forget()
+    return updated
 
 
 @router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: int, db: DbDep, principal: PrincipalDep) -> Response:
+async def delete_user(
+    user_id: int, db: DbDep, principal: PrincipalDep, forget: ForgetCredentialsDep
+) -> Response:
     principal.require_admin()
     await users.delete_user(db, user_id)
+    forget()
     return Response(status_code=204)

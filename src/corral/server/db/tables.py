@@ -187,16 +187,23 @@ class Instance(Timestamped, Base):
 
 
 class Usage(Base):
-    """Tokens and requests per user, model and UTC day (filled by the gateway)."""
+    """Tokens and requests per user, API key, model and UTC day (filled by the
+    gateway)."""
 
     __tablename__ = "usage"
-    __table_args__ = (UniqueConstraint("user_id", "model_name", "day"), NEVER_REUSE_IDS)
+    __table_args__ = (
+        UniqueConstraint("user_id", "api_key_id", "model_name", "day"),
+        NEVER_REUSE_IDS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The key's id, not a foreign key: usage outlives a revoked key. "" for
+    # requests made with a session token (NULL would defeat the unique key).
+    api_key_id: Mapped[str] = mapped_column(String(32), default="")
     # The name, not a foreign key: usage outlives a deleted model.
     model_name: Mapped[str] = mapped_column(String(128))
-    day: Mapped[date] = mapped_column(Date)
+    day: Mapped[date] = mapped_column(Date, index=True)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)

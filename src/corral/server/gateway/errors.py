@@ -8,9 +8,8 @@ equivalent (``invalid_request_error``, ``invalid_api_key``,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-
-from fastapi.responses import JSONResponse
 
 RETRY_AFTER_S = 5
 """What a client is told to wait when a model has no running instance yet."""
@@ -37,16 +36,9 @@ class GatewayError(Exception):
         self.param = param
         self.headers = dict(headers or {})
 
-    def response(self) -> JSONResponse:
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+    def body(self) -> bytes:
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return json.dumps({"error": error}).encode()
 
 
 def unauthenticated(message: str) -> GatewayError:
@@ -103,4 +95,32 @@ def internal_error() -> GatewayError:
         "Internal server error; see the server log.",
         type="server_error",
         code="internal_error",
+    )
+
+
+def payload_too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"The request body is larger than the gateway's limit of {limit} bytes.",
+        type="invalid_request_error",
+        code="request_too_large",
+    )
+
+
+def unknown_url(method: str, path: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"Invalid URL ({method} {path}).",
+        type="invalid_request_error",
+        code="unknown_url",
+    )
+
+
+def method_not_allowed(method: str, path: str, allowed: str) -> GatewayError:
+    return GatewayError(
+        405,
+        f"{method} is not allowed on {path}; use {allowed}.",
+        type="invalid_request_error",
+        code="method_not_allowed",
+        headers={"Allow": allowed},
     )

@@ -1,206 +1,329 @@
-"""Sending a request to a model's instance and relaying its answer.
+"""Sending a request to one of a model's instances and relaying its answer.
 
-One pooled ``httpx.AsyncClient`` per process (``app.state.http``, opened and
-closed by ``open_gateway``) carries every upstream request. Bodies go out as
-the client sent them; answers come back as bytes: a plain answer whole, a
-stream chunk by chunk as the engine writes it.
+The relay writes the raw ASGI messages itself: a plain answer whole, a
+stream chunk by chunk as the engine writes it (whole SSE events, never
+re-encoded; only the final usage chunk is read). Per request it costs one
+pooled connection, one task watching for the client to go away, and a few
+dict updates for the balancer, the meter and the metrics.
 
-A pooled keep-alive connection may have been closed by the engine just before
-it is reused (llama-server closes its connection after a streamed answer),
-which fails the request before any byte of an answer came back. Nothing was
-generated then, so the request is tried once more, on the next instance (or
-on a fresh connection to the same one when it is the only one).
+Failures:
+
+* a connection that fails before the answer's status line (refused, reset,
+  a pooled keep-alive connection the engine had just closed — llama-server
+  closes its connection after every stream) is tried again once, on the next
+  instance the balancer names (the same one, on a fresh connection, when it
+  is the only one). The client has had nothing but maybe keep-alive comments,
+  so this is invisible to it. Both failing → 502 ``upstream_unavailable``;
+* a stream the engine breaks off ends with an SSE ``error`` event, which the
+  ``openai`` SDKs raise as an ``APIError``;
+* a client that goes away aborts the connection to the engine, which then
+  stops generating and frees its slot.
 """
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+import time
+from dataclasses import dataclass
 
-import httpx
-from fastapi import FastAPI, Response
-from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Receive, Send
 
-from corral.server.gateway.errors import upstream_unavailable
-from corral.server.services.routing import Upstream
+from corral.server.gateway.balancer import Balancer
+from corral.server.gateway.callers import Caller
+from corral.server.gateway.errors import GatewayError, upstream_unavailable
+from corral.server.gateway.metering import Meter
+from corral.server.gateway.metrics import GatewayMetrics
+from corral.server.gateway.protocol import RequestHead, StreamUsage, Usage, usage_in_answer
+from corral.server.gateway.upstream import KEEPALIVE, Exchange, Pool, UpstreamError
+from corral.server.services.routing import ModelRoute, Upstream
 
 logger = logging.getLogger(__name__)
 
-UPSTREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None)
-"""No read timeout: a long generation may be silent for minutes before its
-answer (plain requests) or between chunks (a long prompt being processed)."""
-
-UPSTREAM_LIMITS = httpx.Limits(
-    max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0
-)
-"""Engines bound concurrency with their own slots, so the pool does not. Idle
-connections are dropped after 2 s, before the engines' own idle timeouts
-(5 s for llama-server and uvicorn) close them under a request."""
-
-_RETRYABLE = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.RemoteProtocolError,
-)
-"""Failures before the answer's status line: the client has had nothing yet, so
-another try is invisible to it (at worst an engine that had begun wastes work)."""
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    # Proxies in front of corral (nginx) must not buffer either.
+    (b"x-accel-buffering", b"no"),
+]
 
 
-class RoundRobin:
-    """The order in which a request tries a model's instances.
+@dataclass(slots=True)
+class Relay:
+    """The process-wide parts a relay uses."""
 
-    Each request of a model starts one instance further along; the one place
-    where the gateway chooses, so a smarter policy (least outstanding
-    requests) replaces only this class.
-    """
-
-    def __init__(self) -> None:
-        self._turns: dict[str, Iterator[int]] = {}
-
-    def order(self, model: str, upstreams: Sequence[Upstream]) -> list[Upstream]:
-        turn = next(self._turns.setdefault(model, itertools.count()))
-        start = turn % len(upstreams)
-        return [*upstreams[start:], *upstreams[:start]]
+    pool: Pool
+    balancer: Balancer
+    meter: Meter
+    metrics: GatewayMetrics
+    keepalive_s: float
 
 
-@asynccontextmanager
-async def open_gateway(app: FastAPI) -> AsyncIterator[None]:
-    """The gateway's process-wide parts, for the app's lifespan: the pooled
-    upstream client (``app.state.http``) and the instance chooser
-    (``app.state.balancer``). The client is closed when the block ends."""
-    async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT, limits=UPSTREAM_LIMITS) as http:
-        app.state.http = http
-        app.state.balancer = RoundRobin()
-        yield
+@dataclass(slots=True)
+class _Flight:
+    """One request on its way: what the disconnect watcher must reach."""
+
+    arrived: float
+    """When the request arrived (``time.monotonic``)."""
+    exchange: Exchange | None = None
+    client_gone: bool = False
+    done: bool = False
+    started: bool = False
+    """Response headers went to the client (no error response possible)."""
 
 
 async def relay(
-    http: httpx.AsyncClient,
-    candidates: Sequence[Upstream],
-    path: str,
-    body: bytes,
+    parts: Relay,
+    receive: Receive,
+    send: Send,
     *,
-    model: str,
-    stream: bool,
-) -> Response:
-    """Send ``body`` to ``path`` on the first candidate, and on the next one
-    once more if the first failed before answering; relay the answer.
+    route: ModelRoute,
+    path: str,
+    head: RequestHead,
+    body: bytes,
+    caller: Caller,
+    arrived: float,
+) -> int:
+    """Relay the request to an instance of ``route`` and its answer to the
+    client; the status the client got. A ``GatewayError`` when nothing was
+    sent to the client yet."""
+    flight = _Flight(arrived=arrived)
+    watcher = asyncio.ensure_future(_watch(receive, flight))
+    try:
+        return await _relay(parts, send, flight, route, path, head, body, caller)
+    finally:
+        flight.done = True
+        if flight.exchange is not None:
+            flight.exchange.close()
+        if not watcher.done():
+            # Ends by itself once the answer is complete; not when the
+            # relay failed before answering (an error response follows).
+            watcher.add_done_callback(_retrieve)
 
-    The engine's answer is relayed whatever its status; a ``GatewayError``
-    (502) only when no candidate answered.
-    """
-    reason = "no instance"
-    for upstream in [candidates[0], candidates[1 % len(candidates)]]:
-        request = http.build_request(
-            "POST",
-            upstream.url + path,
-            content=body,
-            headers=_upstream_headers(upstream),
-        )
+
+async def _watch(receive: Receive, flight: _Flight) -> None:
+    """Wait for the client to go away; abort the engine's answer if it does
+    before the relay is done."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if not flight.done:
+        flight.client_gone = True
+        if flight.exchange is not None:
+            flight.exchange.close()
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _relay(
+    parts: Relay,
+    send: Send,
+    flight: _Flight,
+    route: ModelRoute,
+    path: str,
+    head: RequestHead,
+    body: bytes,
+    caller: Caller,
+) -> int:
+    first, second = parts.balancer.choose(route.name, route.upstreams)
+    reason = ""
+    for attempt, upstream in enumerate((first, second)):
+        if flight.client_gone:
+            return 499
+        parts.balancer.started(upstream)
         try:
-            response = await http.send(request, stream=True)
-        except _RETRYABLE as e:
-            reason = _describe(e)
+            exchange = await _answered(parts, send, flight, upstream, path, head, body, attempt)
+        except UpstreamError as e:
+            parts.balancer.ended(upstream)
+            reason = str(e)
             logger.warning(
                 "model %s, instance %d (%s): no answer, %s",
-                model,
+                route.name,
                 upstream.instance_id,
                 upstream.url,
                 reason,
             )
-            continue
-        except httpx.TransportError as e:
-            logger.warning(
-                "model %s, instance %d (%s): %s",
-                model,
-                upstream.instance_id,
-                upstream.url,
-                _describe(e),
-            )
-            raise upstream_unavailable(model, _describe(e)) from e
-        if stream and response.status_code == 200:
-            return RelayedStream(response, model=model, instance_id=upstream.instance_id)
-        return await _whole(response, model=model, instance_id=upstream.instance_id)
-    raise upstream_unavailable(model, reason)
-
-
-def _upstream_headers(upstream: Upstream) -> dict[str, str]:
-    headers = {
-        "Content-Type": "application/json",
-        # Raw bytes are relayed, so they must be the plain ones.
-        "Accept-Encoding": "identity",
-    }
-    if upstream.api_key:
-        headers["Authorization"] = f"Bearer {upstream.api_key}"
-    return headers
-
-
-def _describe(error: httpx.TransportError) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-async def _whole(response: httpx.Response, *, model: str, instance_id: int) -> Response:
-    try:
-        content = await response.aread()
-    except httpx.TransportError as e:
-        logger.warning(
-            "model %s, instance %d: answer broken off, %s", model, instance_id, _describe(e)
-        )
-        raise upstream_unavailable(model, _describe(e)) from e
-    finally:
-        await response.aclose()
-    headers = {}
-    if "content-type" in response.headers:
-        headers["Content-Type"] = response.headers["content-type"]
-    return Response(content, status_code=response.status_code, headers=headers)
-
-
-class RelayedStream(StreamingResponse):
-    """An engine's streamed answer, passed on chunk by chunk as it arrives.
-
-    The upstream response is closed however the relay ends: done, broken off
-    by the engine, or cancelled because the client went away, which also
-    tells the engine to stop generating.
-    """
-
-    def __init__(self, upstream: httpx.Response, *, model: str, instance_id: int) -> None:
-        self._upstream = upstream
-        self._model = model
-        self._instance_id = instance_id
-        self._body = self._chunks()
-        super().__init__(
-            self._body,
-            status_code=upstream.status_code,
-            headers={
-                "Content-Type": upstream.headers.get("content-type", "text/event-stream"),
-                "Cache-Control": "no-cache",
-                # Proxies in front of corral (nginx) must not buffer either.
-                "X-Accel-Buffering": "no",
-            },
-        )
-
-    async def _chunks(self) -> AsyncGenerator[bytes, None]:
+            if attempt == 0 and not flight.client_gone:
+                parts.metrics.retried(route.name)
+                continue
+            break
         try:
-            async for chunk in self._upstream.aiter_raw():
-                yield chunk
-        except httpx.TransportError as e:
-            # Too late for an error response: the client sees the stream cut.
-            logger.warning(
-                "model %s, instance %d: stream broken off, %s",
-                self._model,
-                self._instance_id,
-                _describe(e),
-            )
-            raise
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
+            if head.stream and exchange.status == 200:
+                return await _stream(parts, send, flight, route, upstream, head, exchange, caller)
+            return await _plain(parts, send, flight, route, upstream, exchange, caller)
         finally:
-            await self._body.aclose()
-            await self._upstream.aclose()
+            parts.balancer.ended(upstream)
+    if flight.client_gone:
+        return 499
+    error = upstream_unavailable(route.name, reason)
+    if flight.started:
+        await _end_with_error(send, error)
+        return error.status
+    raise error
+
+
+async def _answered(
+    parts: Relay,
+    send: Send,
+    flight: _Flight,
+    upstream: Upstream,
+    path: str,
+    head: RequestHead,
+    body: bytes,
+    attempt: int,
+) -> Exchange:
+    """Send the request to ``upstream`` and wait for its status line; keep a
+    waiting stream's client alive with SSE comments meanwhile."""
+    fresh = attempt > 0
+    if flight.exchange is not None:
+        flight.exchange.close()
+    try:
+        exchange = await parts.pool.exchange((upstream.host, upstream.port), fresh=fresh)
+    except UpstreamError:
+        parts.balancer.failed(upstream)
+        raise
+    flight.exchange = exchange
+    if flight.client_gone:
+        exchange.close()
+        raise UpstreamError("the client went away", before_answer=True)
+    try:
+        if head.stream:
+            exchange.keep_alive_every(parts.keepalive_s)
+        await exchange.send(_request_head(upstream, path, len(body)), body)
+        while await exchange.answer() is KEEPALIVE:
+            if not flight.started:
+                flight.started = True
+                await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await send({"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True})
+    except UpstreamError:
+        # A reused keep-alive connection may just have been closed by the
+        # engine: not the instance's fault. A fresh one failing is.
+        if not exchange.reused and not flight.client_gone:
+            parts.balancer.failed(upstream)
+        raise
+    return exchange
+
+
+def _request_head(upstream: Upstream, path: str, length: int) -> bytes:
+    auth = b"Authorization: Bearer %s\r\n" % upstream.api_key.encode() if upstream.api_key else b""
+    return (
+        b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n%sAccept-Encoding: identity\r\n\r\n"
+        % (path.encode(), upstream.host.encode(), upstream.port, length, auth)
+    )
+
+
+async def _plain(
+    parts: Relay,
+    send: Send,
+    flight: _Flight,
+    route: ModelRoute,
+    upstream: Upstream,
+    exchange: Exchange,
+    caller: Caller,
+) -> int:
+    try:
+        content = await exchange.read_all()
+    except UpstreamError as e:
+        if flight.client_gone:
+            return 499
+        parts.balancer.failed(upstream)
+        error = upstream_unavailable(route.name, f"answer broken off: {e}")
+        if flight.started:
+            await _end_with_error(send, error)
+            return error.status
+        raise error from e
+    status = exchange.status
+    if flight.started:
+        # Keep-alive comments went out as a 200 stream: the engine's error
+        # becomes the stream's only event.
+        await send({"type": "http.response.body", "body": _event(content), "more_body": False})
+    else:
+        content_type = exchange.header(b"content-type") or b"application/json"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", b"%d" % len(content)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+    parts.balancer.succeeded(upstream)
+    if status == 200:
+        _meter(parts, caller, route.name, usage_in_answer(content))
+    return status
+
+
+async def _stream(
+    parts: Relay,
+    send: Send,
+    flight: _Flight,
+    route: ModelRoute,
+    upstream: Upstream,
+    head: RequestHead,
+    exchange: Exchange,
+    caller: Caller,
+) -> int:
+    if not flight.started:
+        flight.started = True
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+    parts.balancer.succeeded(upstream)
+    usage = StreamUsage(keep_usage=head.wants_usage)
+    first_at = 0.0
+    relayed = 0
+    try:
+        while not flight.client_gone:
+            chunk = await exchange.next_chunk()
+            if chunk is None:
+                break
+            if chunk is KEEPALIVE:
+                out = KEEPALIVE_COMMENT
+            else:
+                assert isinstance(chunk, bytes)
+                out = usage.feed(chunk)
+                if not out:
+                    continue
+                if not first_at:
+                    first_at = time.monotonic()
+                relayed += 1
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+    except UpstreamError as e:
+        if flight.client_gone:
+            return 499
+        logger.warning(
+            "model %s, instance %d: stream broken off, %s", route.name, upstream.instance_id, e
+        )
+        parts.balancer.failed(upstream)
+        await _end_with_error(send, upstream_unavailable(route.name, f"stream broken off: {e}"))
+        return 502
+    finally:
+        parts.metrics.stream_events += relayed
+    if flight.client_gone:
+        return 499
+    await send({"type": "http.response.body", "body": usage.rest(), "more_body": False})
+    if first_at:
+        parts.metrics.first_token_after(route.name, first_at - flight.arrived)
+    _meter(parts, caller, route.name, usage.usage)
+    return 200
+
+
+def _meter(parts: Relay, caller: Caller, model: str, usage: Usage | None) -> None:
+    prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    parts.meter.record(caller, model, prompt, completion)
+    parts.metrics.count_tokens(model, prompt, completion)
+
+
+def _event(payload: bytes) -> bytes:
+    return b"data: " + payload.strip().replace(b"\n", b"") + b"\n\n"
+
+
+async def _end_with_error(send: Send, error: GatewayError) -> None:
+    """The last event of a stream that cannot go on, in OpenAI's error shape."""
+    event = b"data: " + error.body() + b"\n\n"
+    await send({"type": "http.response.body", "body": event, "more_body": False})
