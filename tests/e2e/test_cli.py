@@ -141,6 +141,19 @@ def test_keys_create_list_rm(cli: Cli, server: ServerProcess) -> None:
     assert r.returncode == 1 and "401" in r.stderr
 
 
+def test_usage_is_empty_then_says_so(cli: Cli) -> None:
+    """No inference went through this server's gateway under this name: the
+    table has only its total (the gateway tests check the figures)."""
+    report = cli.json("usage", "--model", unique("nothing"), "--by", "model")
+    assert report == {
+        "items": [],
+        "total": {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+    assert "total" in cli.run("usage", "--by", "day", "--by", "user").stdout
+    r = cli.run("usage", "--by", "week", ok=False)
+    assert r.returncode == 1 and "--by takes day, user, api_key, model" in r.stderr
+
+
 def test_users_admin_commands_and_a_users_limits(
     cli: Cli, server: ServerProcess, tmp_path: Path
 ) -> None:

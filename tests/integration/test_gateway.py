@@ -460,18 +460,6 @@ def test_the_backend_stops_when_the_client_goes_away(cluster: Cluster) -> None:
     assert 0 < generated < 900, generated
 
 
-def test_a_plain_request_whose_client_leaves_stops_the_backend(cluster: Cluster) -> None:
-    assert cluster.chat.backend is not None
-    backend = cluster.chat.backend
-    before = _metric(backend, "tokens_predicted_total")
-    request = {**_stream_request(cluster, 1800), "stream": False}
-    with cluster.http() as http, pytest.raises(httpx.ReadTimeout):
-        http.post("/completions", json=request, timeout=httpx.Timeout(30, read=0.5))
-    poll("the backend to stop", lambda: _metric(backend, "requests_processing") == 0, 10)
-    generated = _metric(backend, "tokens_predicted_total") - before
-    assert generated < 900, generated
-
-
 # --- errors, in OpenAI's shape ---------------------------------------------
 
 
@@ -825,9 +813,14 @@ def test_load_is_spread_over_the_replicas(cluster: Cluster) -> None:
     for t in threads:
         t.join()
     assert not failures
-    served = [_predicted(b) - n for b, n in zip(cluster.pair_backends, before, strict=True)]
-    assert sum(served) == 200
-    assert all(85 <= n <= 115 for n in served), served
+
+    def served() -> list[int]:
+        return [_predicted(b) - n for b, n in zip(cluster.pair_backends, before, strict=True)]
+
+    # llama-server counts a request a moment after answering it.
+    poll("every request counted", lambda: sum(served()) == 200, 5)
+    counts = served()
+    assert all(85 <= n <= 115 for n in counts), counts
 
 
 def test_a_replica_killed_mid_run_fails_no_request(cluster: Cluster) -> None:
@@ -862,3 +855,19 @@ def test_a_replica_killed_mid_run_fails_no_request(cluster: Cluster) -> None:
     assert not failures, failures[:3]
     assert len(done) == 160
     assert cluster.server.log().count(f"model {cluster.pair.name}, instance ") >= 1
+
+
+def test_a_revoked_key_is_refused_at_once(cluster: Cluster) -> None:
+    """Keys are remembered for a few seconds, but a revocation on this server
+    clears what it remembers."""
+    admin_token = login(cluster.server.url, "admin", cluster.server.admin_password)
+    with client(cluster.server.url, admin_token) as admin:
+        user_client = create_user(admin)[1]
+    with user_client:
+        created = user_client.post("/api/v1/api-keys", json={"name": "short-lived"}).json()
+        with cluster.sdk(created["key"]) as sdk:
+            assert sdk.models.list().data  # now remembered
+            r = user_client.delete(f"/api/v1/api-keys/{created['id']}")
+            assert r.status_code == 204, r.text
+            with pytest.raises(openai.AuthenticationError):
+                sdk.models.list()

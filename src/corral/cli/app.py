@@ -7,6 +7,7 @@ import typer
 from corral.cli.cluster import keys_app, users_app, workers_app
 from corral.cli.models import instances_app, models_app
 from corral.cli.session import login, logout
+from corral.cli.usage import usage
 
 
 def register(app: typer.Typer) -> None:
@@ -17,3 +18,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(workers_app, name="workers")
     app.add_typer(keys_app, name="keys")
     app.add_typer(users_app, name="users")
+    app.command("usage")(usage)

@@ -277,6 +277,7 @@ async def _stream(
     usage = StreamUsage(keep_usage=head.wants_usage)
     first_at = 0.0
     relayed = 0
+    status = 200
     try:
         while not flight.client_gone:
             chunk = await exchange.next_chunk()
@@ -294,23 +295,26 @@ async def _stream(
                 relayed += 1
             await send({"type": "http.response.body", "body": out, "more_body": True})
     except UpstreamError as e:
-        if flight.client_gone:
-            return 499
-        logger.warning(
-            "model %s, instance %d: stream broken off, %s", route.name, upstream.instance_id, e
-        )
-        parts.balancer.failed(upstream)
-        await _end_with_error(send, upstream_unavailable(route.name, f"stream broken off: {e}"))
-        return 502
+        if not flight.client_gone:
+            logger.warning(
+                "model %s, instance %d: stream broken off, %s", route.name, upstream.instance_id, e
+            )
+            parts.balancer.failed(upstream)
+            await _end_with_error(send, upstream_unavailable(route.name, f"stream broken off: {e}"))
+            status = 502
     finally:
         parts.metrics.stream_events += relayed
-    if flight.client_gone:
-        return 499
-    await send({"type": "http.response.body", "body": usage.rest(), "more_body": False})
+    # Metered whenever the engine said what it used, also when the client
+    # left right after (SDKs hang up at "[DONE]", before the stream's end).
+    if usage.usage is not None:
+        _meter(parts, caller, route.name, usage.usage)
     if first_at:
         parts.metrics.first_token_after(route.name, first_at - flight.arrived)
-    _meter(parts, caller, route.name, usage.usage)
-    return 200
+    if flight.client_gone:
+        return 499
+    if status == 200:
+        await send({"type": "http.response.body", "body": usage.rest(), "more_body": False})
+    return status
 
 
 def _meter(parts: Relay, caller: Caller, model: str, usage: Usage | None) -> None:
