@@ -60,7 +60,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -79,6 +78,7 @@ from tests.backends import install_llama_cpp, launch_request
 from tests.fixtures.tiny_models import cached as tiny_models
 from tests.helpers import (
     CORRAL,
+    Heartbeat,
     ServerProcess,
     client,
     create_user,
@@ -99,7 +99,6 @@ from corral.backends.process import running
 Json = dict[str, Any]
 GIB = 1024**3
 LARGE_BODY = 256 * 1024
-HEARTBEAT_EVERY_S = 3.0
 LLAMA_SLOTS = 64
 LLAMA_MAX_TOKENS = 8
 LLAMA_STREAM_MAX_TOKENS = 32
@@ -122,30 +121,6 @@ def worker_status() -> Json:
         "disks": [{"path": "/", "total": 500 * GIB, "used": 0}],
         "devices": [],
     }
-
-
-class Heartbeat:
-    """Reports the worker's status every few seconds, as the agent would."""
-
-    def __init__(self, url: str, worker_id: int, credential: str) -> None:
-        self._url = f"{url}/api/v1/workers/{worker_id}/status"
-        self._headers = {"Authorization": f"Bearer {credential}"}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(headers=self._headers, timeout=10) as http:
-            while not self._stop.wait(HEARTBEAT_EVERY_S):
-                with contextlib.suppress(httpx.HTTPError):  # the next beat follows
-                    http.post(self._url, json=worker_status())
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=20)
 
 
 @contextmanager
@@ -264,7 +239,7 @@ def cluster(tmp: Path, with_llama: bool, event_delay: float = 0.0) -> Iterator[C
         stack.callback(worker.close)
         wid = registered["worker_id"]
         worker.post(f"/api/v1/workers/{wid}/status", json=worker_status()).raise_for_status()
-        stack.enter_context(Heartbeat(server.url, wid, registered["credential"]))
+        stack.enter_context(Heartbeat(server.url, wid, registered["credential"], worker_status))
 
         names = ["responder", *(["llama"] if with_llama else [])]
         deployed = {

@@ -6,15 +6,17 @@ process with a real SQLite or PostgreSQL database and talks HTTP to it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +197,34 @@ def deploy(admin: httpx.Client, **spec: Any) -> dict[str, Any]:
     assert r.status_code == 201, r.text
     model: dict[str, Any] = r.json()
     return model
+
+
+class Heartbeat:
+    """Reports a worker's status every few seconds, as the agent would, so the
+    server keeps a worker that a test (or bench) plays ``ready``."""
+
+    EVERY_S = 3.0
+
+    def __init__(
+        self, url: str, worker_id: int, credential: str, status: Callable[[], dict[str, Any]]
+    ) -> None:
+        self._url = f"{url}/api/v1/workers/{worker_id}/status"
+        self._headers = {"Authorization": f"Bearer {credential}"}
+        self._status = status
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(headers=self._headers, timeout=10) as http:
+            while not self._stop.wait(self.EVERY_S):
+                # A failed beat is followed by the next one; the server logs why.
+                with contextlib.suppress(httpx.HTTPError):
+                    http.post(self._url, json=self._status())
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=20)

@@ -23,6 +23,7 @@ import pytest
 
 from tests.fixtures.tiny_models import TinyModels
 from tests.helpers import (
+    Heartbeat,
     ServerProcess,
     client,
     create_user,
@@ -32,7 +33,7 @@ from tests.helpers import (
     run_server,
     unique,
 )
-from tests.integration.test_gateway import Heartbeat, poll, worker_status
+from tests.integration.test_gateway import poll, worker_status
 from tests.responder import RunningResponder, run_responder
 
 KEEPALIVE_S = 0.3
@@ -75,7 +76,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_models: TinyModels) -> 
         stack.enter_context(worker)
         wid = registered["worker_id"]
         assert worker.post(f"/api/v1/workers/{wid}/status", json=worker_status()).is_success
-        stack.enter_context(Heartbeat(server.url, wid, registered["credential"]))
+        stack.enter_context(Heartbeat(server.url, wid, registered["credential"], worker_status))
         engines = {
             "slow": stack.enter_context(run_responder("--first-delay", "1.2")),
             "trickle": stack.enter_context(
