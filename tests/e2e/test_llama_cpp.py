@@ -171,6 +171,9 @@ def test_backend_run_command(
             stdout=stdout,
             stderr=subprocess.STDOUT,
             text=True,
+            # As from a terminal: a suite started in the background (``cmd &``)
+            # hands its children SIGINT ignored, and Python keeps it so.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S

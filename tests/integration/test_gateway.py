@@ -430,7 +430,9 @@ def test_the_backend_stops_when_the_client_goes_away(cluster: Cluster) -> None:
     # its own to the backend, which then stops generating.
     poll("the backend to stop", lambda: _metric(backend, "requests_processing") == 0, 10)
     generated = _metric(backend, "tokens_predicted_total") - before  # counted when it stops
-    assert 0 < generated < 900, generated
+    # With ignore_eos only a cancelled request ends short of max_tokens. (How
+    # short depends on how busy the machine is: 900 of 1,800 seen under load.)
+    assert 0 < generated < 1800, generated
 
 
 # --- errors, in OpenAI's shape ---------------------------------------------
