@@ -834,14 +834,12 @@ def test_a_replica_killed_mid_run_fails_no_request(cluster: Cluster) -> None:
 def test_a_revoked_key_is_refused_at_once(cluster: Cluster) -> None:
     """Keys are remembered for a few seconds, but a revocation on this server
     clears what it remembers."""
-    admin_token = login(cluster.server.url, "admin", cluster.server.admin_password)
-    with client(cluster.server.url, admin_token) as admin:
-        user_client = create_user(admin)[1]
-    with user_client:
-        created = user_client.post("/api/v1/api-keys", json={"name": "short-lived"}).json()
-        with cluster.sdk(created["key"]) as sdk:
-            assert sdk.models.list().data  # now remembered
-            r = user_client.delete(f"/api/v1/api-keys/{created['id']}")
-            assert r.status_code == 204, r.text
-            with pytest.raises(openai.AuthenticationError):
-                sdk.models.list()
+    key_id, key = _new_key(cluster)
+    with cluster.sdk(key) as sdk:
+        assert sdk.models.list().data  # now remembered
+        admin_token = login(cluster.server.url, "admin", cluster.server.admin_password)
+        with client(cluster.server.url, admin_token) as admin:
+            r = admin.delete(f"/api/v1/api-keys/{key_id}")
+        assert r.status_code == 204, r.text
+        with pytest.raises(openai.AuthenticationError):
+            sdk.models.list()

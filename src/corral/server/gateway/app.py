@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from corral.server.db.engine import Database
 from corral.server.gateway.balancer import Balancer
-from corral.server.gateway.callers import Caller, Callers
+from corral.server.gateway.callers import Callers
 from corral.server.gateway.errors import (
     GatewayError,
     internal_error,
@@ -157,16 +157,13 @@ class Gateway:
             with contextlib.suppress(SQLAlchemyError, OSError):
                 await self.routes.refresh()
             served = [r for r in self.routes.table.values() if r.upstreams]
-            return {"object": "list", "data": [_card(r) for r in sorted(served, key=_name)]}
+            # The table is in name order (``load_routes``).
+            return {"object": "list", "data": [_card(r) for r in served]}
         name = path.removeprefix("/v1/models/")
         route = await self.routes.find(name)
         if route is None or not route.upstreams:
             raise model_not_found(name)
         return _card(route)
-
-
-def _name(route: ModelRoute) -> str:
-    return route.name
 
 
 def _card(route: ModelRoute) -> dict[str, object]:
@@ -260,6 +257,3 @@ async def open_gateway(
         except Exception as e:  # the database may be what is going away
             logger.warning("usage of the last second not written: %s", e)
         gateway.pool.close()
-
-
-__all__ = ["Caller", "Gateway", "open_gateway", "with_gateway"]

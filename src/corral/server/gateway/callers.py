@@ -29,7 +29,6 @@ class Caller:
     """The user behind a request, and the key it came with (for usage)."""
 
     user_id: int
-    username: str
     api_key_id: str
     """The API key's id; ``""`` for a session token (the web UI, the CLI)."""
 
@@ -77,6 +76,4 @@ class Callers:
             if credential is not None and credential.kind is CredentialKind.API_KEY
             else ""
         )
-        return Caller(
-            user_id=principal.user.id, username=principal.user.username, api_key_id=key_id
-        )
+        return Caller(user_id=principal.user.id, api_key_id=key_id)

@@ -188,7 +188,7 @@ async def _answered(
     flight.exchange = exchange
     if flight.client_gone:
         exchange.close()
-        raise UpstreamError("the client went away", before_answer=True)
+        raise UpstreamError("the client went away")
     try:
         if head.stream:
             exchange.keep_alive_every(parts.keepalive_s)

@@ -10,10 +10,11 @@ is an ``asyncio.Protocol`` around llhttp's parser (``httptools``, which
 uvicorn already uses), a pool of keep-alive connections per backend, and a
 one-consumer chunk queue with back-pressure.
 
-Failure model, which the relay's retry depends on: every error says whether
-the answer had begun. ``UpstreamError.before_answer`` is true when the
-connection failed before the status line arrived; the client has then had
-nothing, so the request may be tried again elsewhere.
+Failure model, which the relay's retry depends on: an ``UpstreamError`` from
+``Pool.exchange``, ``Exchange.send`` or ``Exchange.answer`` means the
+connection failed before the answer's status line arrived; the client has
+then had nothing, so the request may be tried again elsewhere. One from
+``Exchange.next_chunk`` comes after the answer began.
 """
 
 from __future__ import annotations
@@ -40,12 +41,7 @@ interval: the relay then writes an SSE comment so proxies keep the stream."""
 
 
 class UpstreamError(Exception):
-    """A request to an instance failed; ``before_answer`` when no byte of the
-    answer's status line had arrived (nothing was relayed, so a retry is safe)."""
-
-    def __init__(self, message: str, *, before_answer: bool) -> None:
-        super().__init__(message)
-        self.before_answer = before_answer
+    """A request to an instance failed (see the module's failure model)."""
 
 
 Backend = tuple[str, int]
@@ -76,7 +72,6 @@ class _Connection(asyncio.Protocol):
             # Bytes nobody asked for: the connection cannot be trusted.
             self.abort()
             return
-        exchange.got_bytes = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -139,7 +134,6 @@ class Exchange:
         self.reused = reused
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
-        self.got_bytes = False
         self.complete = False
         self._keep_alive = False
         self._head = False
@@ -209,14 +203,14 @@ class Exchange:
     async def send(self, head: bytes, body: bytes) -> None:
         transport = self._connection.transport
         if transport is None or self._connection.closed:
-            raise UpstreamError("connection closed by the instance", before_answer=True)
+            raise UpstreamError("connection closed by the instance")
         transport.write(head)
         if body:
             transport.write(body)
         if self._drain is not None and not self._drain.done():
             await self._drain
         if self._error is not None and not self._head:
-            raise UpstreamError(self._error, before_answer=True)
+            raise UpstreamError(self._error)
 
     def keep_alive_every(self, interval: float) -> None:
         """Make the waits below return ``KEEPALIVE`` after ``interval`` seconds
@@ -242,7 +236,7 @@ class Exchange:
         interval passed first (call again to keep waiting)."""
         while not self._head:
             if self._error is not None:
-                raise UpstreamError(self._error, before_answer=True)
+                raise UpstreamError(self._error)
             if self._idle_fired:
                 self._idle_fired = False
                 return KEEPALIVE
@@ -265,7 +259,7 @@ class Exchange:
             if self.complete:
                 return None
             if self._error is not None:
-                raise UpstreamError(self._error, before_answer=False)
+                raise UpstreamError(self._error)
             if self._idle_fired:
                 self._idle_fired = False
                 return KEEPALIVE
@@ -339,7 +333,7 @@ class Pool:
 
     async def _connect(self, backend: Backend) -> _Connection:
         if self._closed:
-            raise UpstreamError("the gateway is stopping", before_answer=True)
+            raise UpstreamError("the gateway is stopping")
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
@@ -347,11 +341,9 @@ class Pool:
                     lambda: _Connection(self, backend), *backend
                 )
         except TimeoutError as e:
-            raise UpstreamError(
-                f"no connection within {CONNECT_TIMEOUT_S:g} s", before_answer=True
-            ) from e
+            raise UpstreamError(f"no connection within {CONNECT_TIMEOUT_S:g} s") from e
         except OSError as e:
-            raise UpstreamError(f"cannot connect: {e.strerror or e}", before_answer=True) from e
+            raise UpstreamError(f"cannot connect: {e.strerror or e}") from e
         self._open.add(protocol)
         return protocol
 
@@ -366,12 +358,6 @@ class Pool:
             return
         connection.idle_since = time.monotonic()
         idle.append(connection)
-
-    def forget(self, backend: Backend) -> None:
-        """Drop the idle connections to a backend (it failed, or went away)."""
-        for connection in self._idle.pop(backend, []):
-            connection.abort()
-            self._open.discard(connection)
 
     def close(self) -> None:
         self._closed = True

@@ -84,7 +84,8 @@ def context_length(command: Sequence[str] | None) -> int | None:
 
 
 async def load_routes(db: Database) -> dict[str, ModelRoute]:
-    """Every deployed model by name, with its routable instances by id.
+    """Every deployed model by name (in name order), with its routable
+    instances by id.
 
     One query: each model left-joined to its routable instances, so a model
     with none comes back as one row with the instance columns empty.
