@@ -51,6 +51,7 @@ def run_worker(
     *,
     devices: Path | None = None,
     extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[WorkerProcess]:
     """Start ``corral worker`` joined to ``server``; stop it (checked) afterwards."""
     port = free_port()
@@ -81,7 +82,7 @@ def run_worker(
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
-            env={"HF_ENDPOINT": "http://127.0.0.1:9", **os.environ},
+            env={"HF_ENDPOINT": "http://127.0.0.1:9", **os.environ, **(env or {})},
         )
     worker = WorkerProcess(name, data_dir, port, process, log_path)
     try:

@@ -7,6 +7,7 @@ variable > config file (TOML, given with ``--config``) > default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -133,6 +134,23 @@ class WorkerSettings(BaseSettings):
     ready_timeout: float = Field(
         default=1800.0, gt=0, description="Seconds an engine may take to become ready."
     )
+    helper_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds the primary of a distributed llama.cpp instance waits for its "
+        "helpers' rpc-servers (a helper may have to install llama.cpp first).",
+    )
+    rpc_host: str | None = Field(
+        default=None,
+        description="Where rpc-servers this worker runs as a helper listen (default: the "
+        "advertise address). llama.cpp's RPC has no authentication: 0.0.0.0 or :: is "
+        "accepted only when named here.",
+    )
+    cluster_network: str | None = Field(
+        default=None,
+        description="The cluster network (CIDR, e.g. 10.0.0.0/24): when set, rpc-servers "
+        "start only on an address inside it.",
+    )
     log_level: str = "info"
 
     @field_validator("log_level")
@@ -146,6 +164,16 @@ class WorkerSettings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("server_url must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("cluster_network")
+    @classmethod
+    def _cidr(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as e:
+                raise ValueError(f"cluster_network must be a network like 10.0.0.0/24: {e}") from e
+        return value
 
     @field_validator("backend_ports")
     @classmethod

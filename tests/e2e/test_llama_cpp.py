@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from corral.backends.base import Installation, Placement
-from corral.backends.llama_cpp.driver import LlamaCppDriver, rpc_server_command
+from corral.backends.llama_cpp.driver import LlamaCppDriver, rpc_server_launch
 from corral.backends.process import BackendExitedError, BackendProcess, running
 from corral.schemas.models import ModelCategory
 from tests.backends import install_llama_cpp, launch_request, openai_client
@@ -216,8 +216,19 @@ def test_layers_on_an_rpc_server(
 ) -> None:
     """llama-server with every layer on an rpc-server's device (one machine)."""
     port = free_port()
+    command = rpc_server_launch(
+        llama,
+        "127.0.0.1",
+        port,
+        gpu_index=None,
+        gpu_vendor=None,
+        flags=frozenset(),
+        cache_dir=data_dir,
+        threads=1,
+    )
     rpc = subprocess.Popen(
-        rpc_server_command(llama, "127.0.0.1", port, threads=1),
+        command.argv,
+        env={**os.environ, **command.env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=data_dir,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from corral.backends.base import Installation, LaunchRequest, Placement
-from corral.backends.llama_cpp.driver import LlamaCppDriver, rpc_server_command
+from corral.backends.llama_cpp.driver import LlamaCppDriver, rpc_server_launch
 from corral.backends.vllm.driver import VllmDriver
 from corral.schemas.models import Backend, ModelCategory
 
@@ -154,20 +154,48 @@ def test_old_llama_server_gets_only_flags_it_knows() -> None:
     assert cmd.env == {}  # an unknown build: no visible-devices guess
 
 
-def test_rpc_server_command() -> None:
-    argv = rpc_server_command(LLAMA, "10.0.0.6", 50052, device="CUDA0", threads=4)
-    assert argv == [
+def test_rpc_server_serves_one_gpu_with_the_tensor_cache(tmp_path: Path) -> None:
+    cmd = rpc_server_launch(
+        LLAMA,
+        "10.0.0.6",
+        50052,
+        gpu_index=3,
+        gpu_vendor="nvidia",
+        flags=frozenset({"--cache", "--threads"}),
+        cache_dir=tmp_path,
+        threads=4,
+    )
+    assert cmd.argv == [
         "/opt/l/bin/rpc-server",
         "--host",
         "10.0.0.6",
         "--port",
         "50052",
-        "--device",
-        "CUDA0",
         "--threads",
         "4",
         "--cache",
     ]
+    assert cmd.env == {
+        "LLAMA_CACHE": str(tmp_path),
+        "CUDA_VISIBLE_DEVICES": "3",
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+    }
+
+
+def test_rpc_server_for_a_simulated_gpu_hides_every_gpu(tmp_path: Path) -> None:
+    """A simulated device stands for the CPU; an old build without ``--cache`` gets none."""
+    cmd = rpc_server_launch(
+        LLAMA,
+        "10.0.0.6",
+        50052,
+        gpu_index=None,
+        gpu_vendor=None,
+        flags=frozenset(),
+        cache_dir=tmp_path,
+        threads=2,
+    )
+    assert "--cache" not in cmd.argv
+    assert cmd.env == {"CUDA_VISIBLE_DEVICES": "", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 def hf_request(**kw: object) -> LaunchRequest:

@@ -20,12 +20,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corral.estimate.llama_cpp.memory import GPU_FOOTPRINT, HOST_FOOTPRINT, LlamaCppEstimate, Usage
+from corral.estimate.llama_cpp.memory import (
+    GPU_FOOTPRINT,
+    HOST_FOOTPRINT,
+    LlamaCppEstimate,
+    Usage,
+    layer_ranges,
+)
 from corral.scheduler import describe
 from corral.scheduler.cluster import Gpu, Node, NodeClaim
 from corral.scheduler.describe import gib
 from corral.scheduler.filters import selected_gpus
-from corral.scheduler.placement import Helper, Placement, PlacementKind
+from corral.scheduler.placement import Helper, LayerSpan, Placement, PlacementKind
 from corral.scheduler.request import PlacementRequest
 from corral.scheduler.scoring import ScoreKey, score, score_one_gpu
 from corral.schemas.models import PlacementStrategy
@@ -302,8 +308,22 @@ def _placement(e: LlamaCppEstimate, c: _Candidate) -> Placement:
         total_layers=e.layers,
         tensor_split=c.fit.split if len(devices) > 1 else (),
         helpers=tuple(Helper(n.id, n.name, tuple(g.index for g in gpus)) for n, gpus in c.helpers),
+        layers=_spans(e, c),
         summary=_summary(e, c),
     )
+
+
+def _spans(e: LlamaCppEstimate, c: _Candidate) -> tuple[LayerSpan, ...]:
+    owners = [(n, g) for n, gpus in c.helpers for g in gpus] + [(c.node, g) for g in c.gpus]
+    ranges = layer_ranges(e.hparams.n_layer, c.fit.gpu_layers, c.fit.split) if owners else []
+    spans = [
+        LayerSpan(node.id, node.name, gpu.index, first, end, usage.total)
+        for (node, gpu), (first, end), usage in zip(owners, ranges, c.fit.usages, strict=True)
+    ]
+    on_cpu = e.layers - c.fit.gpu_layers
+    if on_cpu > 0:
+        spans.append(LayerSpan(c.node.id, c.node.name, None, 0, on_cpu, c.fit.host.total))
+    return tuple(spans)
 
 
 def _summary(e: LlamaCppEstimate, c: _Candidate) -> str:

@@ -33,6 +33,30 @@ class Helper:
 
 
 @dataclass(frozen=True)
+class LayerSpan:
+    """Layers ``[first, end)`` on one device (``gpu`` None: the primary's CPU),
+    as the launch command makes llama.cpp put them."""
+
+    worker_id: int
+    worker_name: str
+    gpu: int | None
+    first: int
+    end: int
+    memory: int
+    """Bytes claimed on that device (host memory for the CPU)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "worker_name": self.worker_name,
+            "gpu": self.gpu,
+            "first": self.first,
+            "end": self.end,
+            "memory": self.memory,
+        }
+
+
+@dataclass(frozen=True)
 class Placement:
     kind: PlacementKind
     worker_id: int
@@ -48,6 +72,8 @@ class Placement:
     """llama.cpp: share per device in llama.cpp's order (helpers' devices, then local GPUs)."""
     tensor_parallel_size: int | None = None
     helpers: tuple[Helper, ...] = ()
+    layers: tuple[LayerSpan, ...] = ()
+    """llama.cpp: which layers go where, in llama.cpp's device order, the CPU last."""
     summary: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -64,6 +90,7 @@ class Placement:
                 {"worker_id": h.worker_id, "worker_name": h.worker_name, "gpus": list(h.gpus)}
                 for h in self.helpers
             ],
+            "layers": [span.to_json() for span in self.layers],
             "summary": self.summary,
         }
 

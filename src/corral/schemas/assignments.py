@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from corral.schemas.common import InputModel, OutputModel
-from corral.schemas.instances import InstanceState
+from corral.schemas.instances import InstanceState, LayerShare, RpcServerState
 from corral.schemas.models import (
     Backend,
     HuggingFaceSource,
@@ -20,6 +20,18 @@ from corral.schemas.models import (
     ModelCategory,
     ModelScopeSource,
 )
+
+
+class HelperEndpoint(OutputModel):
+    """One rpc-server a distributed instance's primary connects to."""
+
+    rpc_server_id: int
+    worker_name: str
+    device: int
+    address: str
+    port: int | None
+    state: RpcServerState
+    state_message: str | None
 
 
 class Assignment(OutputModel):
@@ -42,12 +54,35 @@ class Assignment(OutputModel):
     """The key the backend must demand; the gateway presents it."""
     state: InstanceState
     restart_count: int
+    helpers: list[HelperEndpoint] = Field(default_factory=list)
+    """Distributed llama.cpp: the helpers' rpc-servers in ``--rpc`` order; the
+    primary launches once every one is ready."""
+
+
+class RpcServerAssignment(OutputModel):
+    """An rpc-server this worker runs as a helper of another worker's instance."""
+
+    rpc_server_id: int
+    instance_id: int
+    instance_name: str
+    model_name: str
+    primary_worker: str
+    device: int
+    """This worker's GPU to serve."""
+    memory: int
+    """Bytes the placement claims on it."""
+    backend_version: str | None
+    """The primary's pinned llama.cpp version: RPC needs both sides to agree."""
+    secret: str
+    """Opens this rpc-server's log on this worker (the server presents it)."""
+    state: RpcServerState
 
 
 class Assignments(OutputModel):
     etag: str
     """Changes whenever anything the worker acts on changes."""
     items: list[Assignment]
+    rpc_servers: list[RpcServerAssignment] = Field(default_factory=list)
 
 
 class InstanceStatusReport(InputModel):
@@ -64,3 +99,14 @@ class InstanceStatusReport(InputModel):
     pid: Annotated[int, Field(ge=1)] | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     restart_count: Annotated[int, Field(ge=0)] | None = None
+    layers: Annotated[list[LayerShare], Field(max_length=1024)] | None = None
+    """Where the engine put the layers (llama.cpp), sent once it is running."""
+
+
+class RpcServerStatusReport(InputModel):
+    """A helper worker's news about one of its rpc-servers."""
+
+    state: Literal[RpcServerState.STARTING, RpcServerState.READY, RpcServerState.ERROR]
+    state_message: Annotated[str, Field(max_length=16384)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    pid: Annotated[int, Field(ge=1)] | None = None

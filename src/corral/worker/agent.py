@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psutil
 import uvicorn
 
 from corral.config import WorkerSettings
 from corral.errors import InvalidInputError
-from corral.schemas.assignments import InstanceStatusReport
+from corral.schemas.assignments import InstanceStatusReport, RpcServerStatusReport
 from corral.schemas.workers import Device, SystemReserved, WorkerRegister
 from corral.worker.api import create_api
 from corral.worker.client import CredentialRejected, Rejected, ServerClient, ServerUnavailable
@@ -37,7 +39,8 @@ from corral.worker.identity import (
 )
 from corral.worker.ports import PortAllocator
 from corral.worker.processes import ProcessRegistry
-from corral.worker.supervisor import Runtime, Supervisor
+from corral.worker.runtime import Runtime
+from corral.worker.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +64,29 @@ class _QuietServer(uvicorn.Server):
 
 
 class Reporter:
-    """Instance reports, the newest per instance, delivered in the background."""
+    """Reports on instances and rpc-servers, the newest per subject, delivered
+    in the background."""
 
     def __init__(self, client: ServerClient) -> None:
         self._client = client
-        self._pending: dict[int, InstanceStatusReport] = {}
+        self._pending: dict[tuple[str, int], InstanceStatusReport | RpcServerStatusReport] = {}
         self._wake = asyncio.Event()
 
     def report(self, instance_id: int, report: InstanceStatusReport) -> None:
-        self._pending[instance_id] = report
+        self._pending["instance", instance_id] = report
         self._wake.set()
+
+    def report_rpc(self, rpc_server_id: int, report: RpcServerStatusReport) -> None:
+        self._pending["rpc-server", rpc_server_id] = report
+        self._wake.set()
+
+    async def _send(
+        self, key: tuple[str, int], report: InstanceStatusReport | RpcServerStatusReport
+    ) -> None:
+        if isinstance(report, InstanceStatusReport):
+            await self._client.report_instance(key[1], report)
+        else:
+            await self._client.report_rpc_server(key[1], report)
 
     async def run(self) -> None:
         attempt = 0
@@ -78,20 +94,20 @@ class Reporter:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                instance_id, report = next(iter(self._pending.items()))
+                key, report = next(iter(self._pending.items()))
                 try:
-                    await self._client.report_instance(instance_id, report)
+                    await self._send(key, report)
                 except ServerUnavailable as e:
-                    logger.debug("report of instance %d postponed: %s", instance_id, e)
+                    logger.debug("report of %s %d postponed: %s", *key, e)
                     await asyncio.sleep(_backoff(attempt))
                     attempt += 1
                     continue
                 except Rejected as e:
                     # Gone or placed elsewhere: the watch stops it.
-                    logger.info("report of instance %d refused: %s", instance_id, e.message)
+                    logger.info("report of %s %d refused: %s", *key, e.message)
                 attempt = 0
-                if self._pending.get(instance_id) is report:
-                    del self._pending[instance_id]
+                if self._pending.get(key) is report:
+                    del self._pending[key]
 
 
 class Agent:
@@ -114,12 +130,18 @@ class Agent:
                 ports=PortAllocator(self.address, *settings.backend_ports),
                 registry=self.registry,
                 report=self.reporter.report,
+                report_rpc=self.reporter.report_rpc,
                 devices=lambda: self._devices,
+                data_dir=self.data_dir,
                 models_dir=self.data_dir / "models",
                 logs_dir=self.data_dir / "logs",
                 host=self.address,
                 stop_grace=settings.stop_grace,
                 ready_timeout=settings.ready_timeout,
+                helper_timeout=settings.helper_timeout,
+                rpc_host=settings.rpc_host,
+                cluster_network=settings.cluster_network,
+                cpu_threads=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
             )
         )
 
@@ -294,4 +316,4 @@ class Agent:
             attempt = 0
             if assignments is not None:
                 etag = assignments.etag
-                await self.supervisor.apply(assignments.items)
+                await self.supervisor.apply(assignments.items, assignments.rpc_servers)

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from corral.schemas.assignments import Assignments, InstanceStatusReport
+from corral.schemas.assignments import Assignments, InstanceStatusReport, RpcServerStatusReport
 from corral.schemas.workers import WorkerRegister, WorkerRegistered, WorkerStatus
 from corral.worker.identity import Identity
 
@@ -122,6 +122,15 @@ class ServerClient:
             "POST",
             f"/api/v1/workers/{self.identity.worker_id}/instances/{instance_id}/status",
             json=report.model_dump(mode="json", exclude_none=False),
+            headers=self._auth(),
+        )
+
+    async def report_rpc_server(self, rpc_server_id: int, report: RpcServerStatusReport) -> None:
+        assert self.identity is not None
+        await self._send(
+            "POST",
+            f"/api/v1/workers/{self.identity.worker_id}/rpc-servers/{rpc_server_id}/status",
+            json=report.model_dump(mode="json"),
             headers=self._auth(),
         )
 

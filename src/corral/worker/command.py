@@ -126,6 +126,14 @@ def worker(
     advertise_address: AdvertiseOpt = None,
     label: LabelOpt = None,
     devices_file: DevicesFileOpt = None,
+    cluster_network: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster-network",
+            help="The cluster network (CIDR): rpc-servers for distributed llama.cpp start "
+            "only on an address inside it. [env: CORRAL_WORKER_CLUSTER_NETWORK]",
+        ),
+    ] = None,
     log_level: Annotated[str | None, typer.Option("--log-level")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
 ) -> None:
@@ -137,6 +145,7 @@ def worker(
         "host": host,
         "port": port,
         "log_level": log_level,
+        "cluster_network": cluster_network,
         **worker_flags(
             name=name, advertise_address=advertise_address, labels=label, devices_file=devices_file
         ),

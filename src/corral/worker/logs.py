@@ -33,6 +33,11 @@ class InstanceLog:
         self._size = self.path.stat().st_size
         self.recent: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
+    @property
+    def size(self) -> int:
+        """Bytes in the current file: where what is written next begins."""
+        return self._size
+
     def write_line(self, line: bytes) -> None:
         if self._size + len(line) > self._max_bytes and self._size > 0:
             self._rotate()

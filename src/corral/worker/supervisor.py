@@ -4,9 +4,12 @@ One ``InstanceRunner`` per assigned instance walks
 ``downloading → starting → running``; when the engine exits it reports
 ``error`` (exit code and the log's last lines) and, if the model says
 ``restart_on_error``, starts it again after a capped exponential backoff.
-The ``Supervisor`` makes the set of runners match the assignments: new ones
-start, removed or changed ones stop (SIGTERM, SIGKILL after a grace
-period, port released).
+The primary of a distributed llama.cpp instance first waits until every
+helper's rpc-server is ready, and restarts its engine when one of them
+stops being ready (the engine cannot survive losing a device).
+The ``Supervisor`` makes the set of runners match the assignments, rpc-servers
+this worker runs as a helper included: new ones start, removed or changed ones
+stop (SIGTERM, SIGKILL after a grace period, port released).
 """
 
 from __future__ import annotations
@@ -16,30 +19,34 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
 import httpx
 
 from corral.backends.base import Installation, LaunchRequest, ReadinessProbe
 from corral.backends.base import Placement as LaunchPlacement
+from corral.backends.llama_cpp.layout import parse_layers
+from corral.backends.llama_cpp.simulated import local_share_on_cpu
 from corral.backends.model_info import context_length
 from corral.backends.process import probe_passed
 from corral.backends.registry import driver
 from corral.backends.steps import InstallError
 from corral.errors import CorralError, InvalidModelFile
-from corral.schemas.assignments import Assignment, InstanceStatusReport
-from corral.schemas.instances import InstanceState
-from corral.schemas.models import ModelCategory
-from corral.schemas.workers import Device
-from corral.worker.engines import Engines
+from corral.schemas.assignments import (
+    Assignment,
+    HelperEndpoint,
+    InstanceStatusReport,
+    RpcServerAssignment,
+)
+from corral.schemas.instances import InstanceState, LayerShare, RpcServerState
+from corral.schemas.models import Backend, ModelCategory
 from corral.worker.files import ModelFiles, ModelFilesError, fetch_model_files
 from corral.worker.logs import InstanceLog
-from corral.worker.ports import PortAllocator, PortsExhausted
-from corral.worker.processes import Child, ProcessRegistry, Record, spawn
+from corral.worker.ports import PortsExhausted
+from corral.worker.processes import Child, Record, spawn
+from corral.worker.rpc import RpcServerRunner
+from corral.worker.runtime import LaunchFailed, Runtime, exit_description
 
 logger = logging.getLogger(__name__)
 
@@ -50,29 +57,9 @@ STABLE_AFTER = 600.0
 growth: the backoff is for crash loops, not for the occasional crash."""
 PROGRESS_EVERY = 1.0
 
-Report = Callable[[int, InstanceStatusReport], None]
-"""Queues a report for the server; never blocks, never fails."""
 
-
-@dataclass
-class Runtime:
-    """What every runner of this worker shares."""
-
-    engines: Engines
-    ports: PortAllocator
-    registry: ProcessRegistry
-    report: Report
-    devices: Callable[[], list[Device]]
-    models_dir: Path
-    logs_dir: Path
-    host: str
-    """Where engines listen: the address the server reaches this worker at."""
-    stop_grace: float
-    ready_timeout: float
-
-
-class LaunchFailed(Exception):
-    """The instance could not be (kept) running; the message is for the user."""
+class HelperLost(Exception):
+    """A helper's rpc-server stopped being ready under the running engine."""
 
 
 def _launch_inputs(a: Assignment) -> tuple[object, ...]:
@@ -99,6 +86,7 @@ class InstanceRunner:
         self.log = InstanceLog(rt.logs_dir / f"instance-{self.id}")
         self._task: asyncio.Task[None] | None = None
         self._last_progress = 0.0
+        self._helpers_changed = asyncio.Event()
 
     @property
     def key(self) -> str:
@@ -121,6 +109,8 @@ class InstanceRunner:
     def resync(self, a: Assignment) -> None:
         """The server shows another state than we reported (a report lost in a
         network blip, or the server marked us unreachable): say it again."""
+        if a.helpers != self.assignment.helpers:
+            self._helpers_changed.set()
         self.assignment = a
         if self.last is not None and a.state != self.last.state:
             self.rt.report(self.id, self.last)
@@ -144,6 +134,11 @@ class InstanceRunner:
             try:
                 await self._run_once()
                 message = "the engine exited"
+            except HelperLost as e:
+                # Not the engine's fault: start again as soon as the helpers are back.
+                logger.warning("instance %d: %s", self.id, e)
+                self._report(InstanceState.STARTING, f"{e}; restarting once it is back")
+                continue
             except LaunchFailed as e:
                 message = str(e)
             logger.warning("instance %d: %s", self.id, message.partition("\n")[0])
@@ -161,12 +156,6 @@ class InstanceRunner:
     async def _run_once(self) -> None:
         """Fetch, install, launch, wait until ready, then until the engine exits.
         Raises ``LaunchFailed`` saying what went wrong."""
-        a = self.assignment
-        if a.placement.get("helpers"):
-            raise LaunchFailed(
-                "this placement spans several workers (llama.cpp over RPC), which this "
-                "worker cannot run yet"
-            )
         files = await self._fetch()
         installation = await self._install()
         try:
@@ -178,9 +167,35 @@ class InstanceRunner:
         except PortsExhausted as e:
             raise LaunchFailed(str(e)) from e
         try:
-            await self._launch(installation, self._request(files, context, port))
+            helpers = await self._wait_for_helpers()
+            await self._launch(installation, self._request(files, context, port, helpers))
         finally:
             self.rt.ports.release(port)
+
+    async def _wait_for_helpers(self) -> list[HelperEndpoint]:
+        """The helpers' rpc-servers once every one is ready, in ``--rpc`` order."""
+        deadline = time.monotonic() + self.rt.helper_timeout
+        shown = None
+        while True:
+            self._helpers_changed.clear()
+            helpers = self.assignment.helpers
+            slow = [h for h in helpers if h.state is not RpcServerState.READY or h.port is None]
+            if not slow:
+                return helpers
+            message = f"waiting for {len(slow)} of {len(helpers)} helper rpc-servers: " + "; ".join(
+                _describe(h) for h in slow
+            )
+            if time.monotonic() >= deadline:
+                raise LaunchFailed(
+                    f"helpers not ready after {self.rt.helper_timeout:.0f} s: "
+                    + "; ".join(_describe(h) for h in slow)
+                )
+            if message != shown:
+                shown = message
+                self._report(InstanceState.STARTING, message)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(deadline - time.monotonic(), 5)):
+                    await self._helpers_changed.wait()
 
     async def _fetch(self) -> ModelFiles:
         a = self.assignment
@@ -214,10 +229,27 @@ class InstanceRunner:
         except CorralError as e:
             raise LaunchFailed(e.message) from e
 
-    def _request(self, files: ModelFiles, context: int | None, port: int) -> LaunchRequest:
+    def _request(
+        self, files: ModelFiles, context: int | None, port: int, helpers: list[HelperEndpoint]
+    ) -> LaunchRequest:
         a, p = self.assignment, self.assignment.placement
         gpus = tuple(int(i) for i in p.get("gpus") or ())
-        vendors = {d.index: d.vendor for d in self.rt.devices()}
+        devices = {d.index: d for d in self.rt.devices()}
+        placement = LaunchPlacement(
+            gpu_indices=gpus,
+            gpu_vendor=devices[gpus[0]].vendor if gpus and gpus[0] in devices else None,
+            gpu_layers=p.get("gpu_layers"),
+            tensor_split=tuple(float(x) for x in p.get("tensor_split") or ()),
+            rpc_endpoints=tuple(_endpoint(h) for h in helpers),
+            tensor_parallel_size=p.get("tensor_parallel_size"),
+        )
+        simulated = [i for i in gpus if i in devices and devices[i].simulated]
+        if helpers and simulated and a.backend is Backend.LLAMA_CPP:
+            placement = local_share_on_cpu(placement, int(p.get("total_layers") or 0))
+            self.log.note(
+                f"GPU {','.join(map(str, simulated))} simulated: their layers run on this "
+                f"worker's CPU ({placement.gpu_layers} layers go to the helpers)"
+            )
         return LaunchRequest(
             model_name=a.model_name,
             model_path=files.path,
@@ -228,13 +260,7 @@ class InstanceRunner:
             or frozenset({ModelCategory.LLM}),
             context_length=context,
             mmproj_path=files.mmproj,
-            placement=LaunchPlacement(
-                gpu_indices=gpus,
-                gpu_vendor=vendors.get(gpus[0]) if gpus else None,
-                gpu_layers=p.get("gpu_layers"),
-                tensor_split=tuple(float(x) for x in p.get("tensor_split") or ()),
-                tensor_parallel_size=p.get("tensor_parallel_size"),
-            ),
+            placement=placement,
             backend_parameters=tuple(a.backend_parameters),
             env=dict(a.env),
         )
@@ -244,6 +270,7 @@ class InstanceRunner:
         command = engine.command(installation, request)
         shown = " ".join(command.argv)
         self.log.note(f"starting {installation.backend} {installation.version}: {shown}")
+        log_start = self.log.size
         try:
             child = await spawn(command.argv, {**os.environ, **command.env})
         except OSError as e:
@@ -261,22 +288,66 @@ class InstanceRunner:
             )
             if await self._wait_ready(child, request):
                 self.log.note("ready")
-                self._report(InstanceState.RUNNING, None, pid=child.pid, port=request.port)
+                layers = await asyncio.to_thread(
+                    self._layers, log_start, request.placement.tensor_split
+                )
+                self._report(
+                    InstanceState.RUNNING, None, pid=child.pid, port=request.port, layers=layers
+                )
                 logger.info(
                     "instance %d: running on port %d (pid %d)", self.id, request.port, child.pid
                 )
-            code = await child.process.wait()
+            code = await self._engine_exit(child, request.placement.rpc_endpoints)
             await copier
-            raise LaunchFailed(f"{installation.backend} {_exit(code)}:\n{self.log.tail()}")
+            raise LaunchFailed(
+                f"{installation.backend} {exit_description(code)}:\n{self.log.tail()}"
+            )
         finally:
             await asyncio.shield(self._stop_child(child, copier))
+
+    def _layers(self, since: int, split: tuple[float, ...]) -> list[dict[str, object]] | None:
+        """The engine's own account of where the layers went (llama.cpp)."""
+        if self.assignment.backend is not Backend.LLAMA_CPP:
+            return None
+        try:
+            with self.log.path.open("rb") as f:
+                f.seek(since)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return None
+        spans = parse_layers(text, split)
+        return [LayerShare.model_validate(vars(span)).model_dump() for span in spans] or None
+
+    async def _engine_exit(self, child: Child, endpoints: tuple[str, ...]) -> int:
+        """The engine's exit code; ``HelperLost`` first if a helper it uses stops being ready."""
+        exited = asyncio.ensure_future(child.process.wait())
+        try:
+            while True:
+                changed = asyncio.ensure_future(self._helpers_changed.wait())
+                await asyncio.wait({exited, changed}, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                if exited.done():
+                    return exited.result()
+                self._helpers_changed.clear()
+                lost = [
+                    h
+                    for h in self.assignment.helpers
+                    if h.state is not RpcServerState.READY or _endpoint(h) not in endpoints
+                ]
+                if lost or len(self.assignment.helpers) != len(endpoints):
+                    raise HelperLost(
+                        "helper rpc-server stopped: " + "; ".join(_describe(h) for h in lost)
+                    )
+        finally:
+            if not exited.done():
+                exited.cancel()
 
     async def _stop_child(self, child: Child, copier: asyncio.Task[None]) -> None:
         code = await child.stop(self.rt.stop_grace)
         self.rt.registry.remove(self.key)
         with contextlib.suppress(asyncio.CancelledError):
             await copier
-        self.log.note(f"engine {_exit(code)}")
+        self.log.note(f"engine {exit_description(code)}")
 
     async def _wait_ready(self, child: Child, request: LaunchRequest) -> bool:
         """Poll the engine's readiness probes; False when it exits first."""
@@ -308,26 +379,38 @@ async def _probes_pass(
     return True
 
 
-def _exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
+def _endpoint(h: HelperEndpoint) -> str:
+    host = f"[{h.address}]" if ":" in h.address else h.address
+    return f"{host}:{h.port}"
+
+
+def _describe(h: HelperEndpoint) -> str:
+    where = f"{h.address}:{h.port}" if h.port else h.address
+    message = (h.state_message or "").partition("\n")[0]
+    return f"{h.worker_name} GPU {h.device} ({where}) is {h.state}" + (
+        f": {message}" if message else ""
+    )
 
 
 class Supervisor:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._runners: dict[int, InstanceRunner] = {}
+        self._rpc: dict[int, RpcServerRunner] = {}
 
     @property
     def instances(self) -> dict[int, InstanceRunner]:
         return self._runners
 
-    async def apply(self, assignments: list[Assignment]) -> None:
-        """Make what runs match ``assignments``."""
+    @property
+    def rpc_servers(self) -> dict[int, RpcServerRunner]:
+        return self._rpc
+
+    async def apply(
+        self, assignments: list[Assignment], rpc_servers: Sequence[RpcServerAssignment] = ()
+    ) -> None:
+        """Make what runs match ``assignments`` and the rpc-servers this worker helps with."""
+        await self._apply_rpc(list(rpc_servers))
         wanted = {a.instance_id: a for a in assignments}
         gone = [
             runner
@@ -345,6 +428,32 @@ class Supervisor:
             else:
                 runner.resync(a)
 
+    async def _apply_rpc(self, assignments: list[RpcServerAssignment]) -> None:
+        wanted = {a.rpc_server_id: a for a in assignments}
+        gone = [r for rid, r in self._rpc.items() if rid not in wanted or r.differs(wanted[rid])]
+        if gone:
+            await asyncio.gather(*(self._remove_rpc(r) for r in gone))
+        for rid, a in wanted.items():
+            runner = self._rpc.get(rid)
+            if runner is None:
+                runner = self._rpc[rid] = RpcServerRunner(a, self.rt)
+                logger.info(
+                    "rpc-server %d: GPU %d for instance %s on %s; starting",
+                    rid,
+                    a.device,
+                    a.instance_name,
+                    a.primary_worker,
+                )
+                runner.start()
+            else:
+                runner.resync(a)
+
+    async def _remove_rpc(self, runner: RpcServerRunner) -> None:
+        logger.info("rpc-server %d: no longer needed; stopping", runner.id)
+        await runner.stop()
+        self._rpc.pop(runner.id, None)
+        await asyncio.to_thread(shutil.rmtree, self.rt.logs_dir / runner.key, ignore_errors=True)
+
     async def _remove(self, runner: InstanceRunner, *, keep_logs: bool) -> None:
         logger.info("instance %d: stopping", runner.id)
         await runner.stop()
@@ -355,7 +464,9 @@ class Supervisor:
             )
 
     async def shutdown(self) -> None:
-        """Stop every engine (concurrently), keeping their logs."""
-        runners = list(self._runners.values())
-        await asyncio.gather(*(r.stop() for r in runners))
+        """Stop every engine and rpc-server (concurrently), keeping their logs."""
+        await asyncio.gather(
+            *(r.stop() for r in self._runners.values()), *(r.stop() for r in self._rpc.values())
+        )
         self._runners.clear()
+        self._rpc.clear()

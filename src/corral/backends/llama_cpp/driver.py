@@ -114,25 +114,55 @@ class LlamaCppDriver:
         return parse_memory(log)
 
 
-def rpc_server_command(
+_RPC_SERVER_NAMES = ("rpc-server", "ggml-rpc-server")
+"""What corral's build installs it as, then the name of llama.cpp's own target."""
+
+
+def rpc_server_path(installation: Installation) -> Path:
+    """The rpc-server next to this installation's llama-server."""
+    directory = installation.executable.parent
+    for name in _RPC_SERVER_NAMES:
+        if executable_exists(directory / name):
+            return directory / name
+    return directory / _RPC_SERVER_NAMES[0]
+
+
+def rpc_server_launch(
     installation: Installation,
     host: str,
     port: int,
     *,
-    device: str | None = None,
-    cache: bool = True,
-    threads: int | None = None,
-) -> list[str]:
-    """``rpc-server`` serving one device of this worker to a primary's llama-server."""
-    rpc = installation.path / "bin" / "rpc-server"
-    argv = [str(rpc), "--host", host, "--port", str(port)]
-    if device is not None:
-        argv += ["--device", device]
-    if threads is not None:
-        argv += ["--threads", str(threads)]
-    if cache:
+    gpu_index: int | None,
+    gpu_vendor: str | None,
+    flags: frozenset[str],
+    cache_dir: Path,
+    threads: int,
+) -> LaunchCommand:
+    """``rpc-server`` lending one device of this worker to a primary's llama-server.
+
+    Only that GPU is made visible, so the server exposes exactly one device
+    (``gpu_index`` None: no GPU at all, and it exposes the CPU — what a
+    simulated GPU stands for). ``flags`` come from its ``--help``: the tensor
+    cache (``--cache``) is turned on where the build has it, so a restarted
+    primary does not send the weights over the network again.
+    """
+    argv = [
+        str(rpc_server_path(installation)),
+        "--host", host,
+        "--port", str(port),
+        "--threads", str(threads),
+    ]  # fmt: skip
+    env: dict[str, str] = {}
+    if "--cache" in flags:
         argv.append("--cache")
-    return argv
+        env["LLAMA_CACHE"] = str(cache_dir)
+    flavour = _VENDOR_FLAVOUR.get(gpu_vendor or "", installation.flavour)
+    name = _VISIBLE_DEVICES.get(flavour)
+    if name is not None:
+        env[name] = "" if gpu_index is None else str(gpu_index)
+        if flavour == "cuda":
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    return LaunchCommand(argv=argv, env=env)
 
 
 def describe_external(llama_server: Path, flavour: str = "external") -> Installation:

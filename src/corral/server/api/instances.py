@@ -14,7 +14,7 @@ from corral.errors import UnavailableError
 from corral.schemas.common import ItemList
 from corral.schemas.instances import InstanceRead, InstanceState
 from corral.server.api.deps import DbDep, PrincipalDep, WakeDep
-from corral.server.services import instances
+from corral.server.services import instances, rpc_servers
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -64,11 +64,18 @@ async def instance_logs(
     request: Request,
     tail: Annotated[int, Query(ge=0, le=10_000)] = 200,
     follow: bool = False,
+    rpc_server: Annotated[
+        int | None, Query(description="Read this helper rpc-server's log instead (its id).")
+    ] = None,
 ) -> StreamingResponse:
     """The engine's log, read from its worker: the last ``tail`` lines, then
-    (with ``follow``) what it writes next, until the client hangs up."""
+    (with ``follow``) what it writes next, until the client hangs up. With
+    ``rpc_server``, the log of one of a distributed instance's helpers."""
     principal.require_admin()
-    url, key = await instances.log_source(db, instance_id)
+    if rpc_server is None:
+        url, key = await instances.log_source(db, instance_id)
+    else:
+        url, key = await rpc_servers.log_source(db, instance_id, rpc_server)
     http: httpx.AsyncClient = request.app.state.http
     upstream = http.build_request(
         "GET",

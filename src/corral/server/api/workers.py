@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from corral.errors import AuthenticationError
-from corral.schemas.assignments import Assignments, InstanceStatusReport
+from corral.schemas.assignments import Assignments, InstanceStatusReport, RpcServerStatusReport
 from corral.schemas.common import ItemList
 from corral.schemas.instances import InstanceRead
 from corral.schemas.workers import (
@@ -19,7 +19,7 @@ from corral.schemas.workers import (
 )
 from corral.server.api.deps import DbDep, PrincipalDep, TokenDep, WakeDep
 from corral.server.security import tokens_equal
-from corral.server.services import assignments, instances, workers
+from corral.server.services import assignments, instances, rpc_servers, workers
 from corral.server.services.changes import ChangeSignal
 
 router = APIRouter(prefix="/workers", tags=["workers"])
@@ -100,6 +100,23 @@ async def report_instance(
     """A worker's news about one of its instances (state, progress, pid, port)."""
     principal.require_worker(worker_id)
     await assignments.report_instance(db, worker_id, instance_id, body)
+    request.app.state.changes.notify()
+    return Response(status_code=204)
+
+
+@router.post("/{worker_id}/rpc-servers/{rpc_server_id}/status", status_code=204)
+async def report_rpc_server(
+    worker_id: int,
+    rpc_server_id: int,
+    body: RpcServerStatusReport,
+    db: DbDep,
+    principal: PrincipalDep,
+    request: Request,
+) -> Response:
+    """A helper worker's news about an rpc-server it runs (state, port, pid);
+    wakes the primary waiting for it."""
+    principal.require_worker(worker_id)
+    await rpc_servers.report_rpc_server(db, worker_id, rpc_server_id, body)
     request.app.state.changes.notify()
     return Response(status_code=204)
 

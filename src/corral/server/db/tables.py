@@ -184,6 +184,36 @@ class Instance(Timestamped, Base):
     """The key this instance's backend demands. Kept in the clear because the
     server presents it (gateway, logs); it opens only this one backend, and a
     fresh one is made each time the instance is placed."""
+    layers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
+    """Where the engine says it put the model's layers (llama.cpp), one entry
+    per device: ``{"device", "first", "end", "memory"}``; None until it reports."""
+
+
+class RpcServer(Timestamped, Base):
+    """An ``rpc-server`` a helper worker runs for one distributed llama.cpp
+    instance: one per helper device, made with the placement and deleted
+    with it (or with the instance)."""
+
+    __tablename__ = "rpc_servers"
+    __table_args__ = NEVER_REUSE_IDS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    worker_id: Mapped[int] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"), index=True)
+    device: Mapped[int] = mapped_column(Integer)
+    """The helper's GPU, by the helper's own index."""
+    position: Mapped[int] = mapped_column(Integer)
+    """Its place in the primary's ``--rpc`` list (llama.cpp's device order)."""
+    memory: Mapped[int] = mapped_column(BigInteger)
+    """Bytes the placement claims on that GPU for it."""
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    state_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    """Opens this rpc-server's log on the helper; only the server and the helper know it."""
 
 
 class Usage(Base):

@@ -22,6 +22,7 @@ from corral.schemas.instances import InstanceState
 from corral.server.db.engine import Database
 from corral.server.db.tables import Instance, Model
 from corral.server.services.changes import ChangeSignal
+from corral.server.services.rpc_servers import endpoints_of, helper_assignments
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ async def list_assignments(db: Database, worker_id: int) -> Assignments:
                 .order_by(Instance.id)
             )
         ).all()
+        helpers = await endpoints_of(s, [instance.id for instance, _ in rows])
+        rpc_servers = await helper_assignments(s, worker_id)
     items = [
         Assignment(
             instance_id=instance.id,
@@ -57,13 +60,20 @@ async def list_assignments(db: Database, worker_id: int) -> Assignments:
             api_key=instance.api_key or "",
             state=InstanceState(instance.state),
             restart_count=instance.restart_count,
+            helpers=helpers.get(instance.id, []),
         )
         for instance, model in rows
     ]
     digest = hashlib.sha256(
-        json.dumps([i.model_dump(mode="json") for i in items], sort_keys=True).encode()
+        json.dumps(
+            [
+                [i.model_dump(mode="json") for i in items],
+                [r.model_dump(mode="json") for r in rpc_servers],
+            ],
+            sort_keys=True,
+        ).encode()
     ).hexdigest()[:32]
-    return Assignments(etag=digest, items=items)
+    return Assignments(etag=digest, items=items, rpc_servers=rpc_servers)
 
 
 async def watch_assignments(
@@ -100,6 +110,10 @@ async def report_instance(
         value = getattr(report, field)
         if value is not None or field != "restart_count":
             values[field] = value
+    if report.layers is not None:
+        values["layers"] = [share.model_dump() for share in report.layers]
+    elif report.state is not InstanceState.RUNNING:
+        values["layers"] = None  # a new start: the last run's layout no longer holds
     async with db.write() as s:
         result = await s.execute(
             update(Instance)

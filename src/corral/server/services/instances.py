@@ -10,11 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from corral.errors import ConflictError, NotFoundError
-from corral.schemas.instances import InstanceRead, InstanceState
+from corral.schemas.instances import InstanceRead, InstanceState, RpcServerRead
 from corral.server.db.engine import Database
 from corral.server.db.tables import Instance, Model, Worker
 from corral.server.security import random_string
 from corral.server.services.routing import base_url
+from corral.server.services.rpc_servers import reads_of
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +40,18 @@ def _instance_query() -> Select[Instance, str, str | None]:
     )
 
 
-def _to_read(instance: Instance, model_name: str, worker_name: str | None) -> InstanceRead:
+def _to_read(
+    instance: Instance,
+    model_name: str,
+    worker_name: str | None,
+    helpers: dict[int, list[RpcServerRead]],
+) -> InstanceRead:
     return InstanceRead.model_validate(
         {
             **{c.key: getattr(instance, c.key) for c in Instance.__table__.columns},
             "model_name": model_name,
             "worker_name": worker_name,
+            "rpc_servers": helpers.get(instance.id, []),
         }
     )
 
@@ -65,15 +72,17 @@ async def list_instances(
         query = query.where(Instance.state == state)
     async with db.read() as s:
         rows = (await s.execute(query.order_by(Instance.id))).all()
-    return [_to_read(*row) for row in rows]
+        helpers = await reads_of(s, [instance.id for instance, *_ in rows])
+    return [_to_read(*row, helpers) for row in rows]
 
 
 async def get_instance(db: Database, instance_id: int) -> InstanceRead:
     async with db.read() as s:
         row = (await s.execute(_instance_query().where(Instance.id == instance_id))).one_or_none()
-    if row is None:
-        raise NotFoundError(f"instance {instance_id} does not exist")
-    return _to_read(*row)
+        if row is None:
+            raise NotFoundError(f"instance {instance_id} does not exist")
+        helpers = await reads_of(s, [instance_id])
+    return _to_read(*row, helpers)
 
 
 async def delete_instance(db: Database, instance_id: int) -> None:

@@ -47,6 +47,7 @@ from corral.server.db.engine import Database
 from corral.server.db.tables import Instance, Model, Worker
 from corral.server.services.estimates import Estimator, Footprint, ModelSpec
 from corral.server.services.launch import implied_command
+from corral.server.services.rpc_servers import add_for
 from corral.sources.http import RemoteFileError
 
 logger = logging.getLogger(__name__)
@@ -295,10 +296,12 @@ async def _assign(
             # A fresh key per placement: a key known to a former worker opens nothing.
             api_key=secrets.token_urlsafe(32),
             download_progress=None,
+            layers=None,
         )
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False  # deleted or changed since the pass began
+    add_for(s, instance_id, placement)
     logger.info(
         "instance %d of model %s (id %d) placed: %s",
         instance_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from corral.errors import ConflictError, InvalidInputError
@@ -23,22 +23,9 @@ from corral.server.db.engine import Database
 from corral.server.db.tables import Instance, Worker
 from corral.server.security import Credential, CredentialKind, hash_secret, new_credential
 from corral.server.services.rows import load
+from corral.server.services.rpc_servers import helped_by, mark_unreachable, release_instances
 
 logger = logging.getLogger(__name__)
-
-_UNPLACED: dict[str, object] = {
-    "worker_id": None,
-    "state": InstanceState.PENDING,
-    "devices": [],
-    "port": None,
-    "pid": None,
-    "claim": None,
-    "placement": None,
-    "command": None,
-    "api_key": None,
-    "download_progress": None,
-}
-"""An instance's columns when it goes back to be placed again, its claims freed."""
 
 
 async def register_worker(db: Database, body: WorkerRegister) -> tuple[WorkerRegistered, bool]:
@@ -129,9 +116,11 @@ async def report_status(
 
 
 async def check_liveness(db: Database, timeout: float, grace: float) -> int:
-    """Workers silent for ``timeout`` seconds become not ready and their
-    instances unreachable; after ``grace`` more seconds those instances are
-    released (claims freed, back to pending) to be placed elsewhere.
+    """Workers silent for ``timeout`` seconds become not ready, their
+    instances unreachable and the rpc-servers they run for other workers'
+    instances unreachable too (the primaries stop and wait). After ``grace``
+    more seconds the instances they run or help are released (claims freed,
+    back to pending) to be placed elsewhere, with fresh helpers if need be.
 
     Returns how many instances were released. Every change is guarded by the
     condition that caused it, so concurrent servers agree.
@@ -167,6 +156,9 @@ async def check_liveness(db: Database, timeout: float, grace: float) -> int:
                     state_message=f"worker {name} sent no heartbeat for {timeout:.0f} s",
                 )
             )
+            await mark_unreachable(
+                s, worker_id, f"worker {name} sent no heartbeat for {timeout:.0f} s"
+            )
             logger.warning("worker %s (id %d): no heartbeat for %.0f s", name, worker_id, timeout)
         lost = (
             await s.execute(
@@ -177,18 +169,11 @@ async def check_liveness(db: Database, timeout: float, grace: float) -> int:
         ).all()
         released = 0
         for worker_id, name in lost:
-            result = await s.execute(
-                update(Instance)
-                .where(Instance.worker_id == worker_id)
-                .values(
-                    **_UNPLACED,
-                    state_message=(
-                        f"worker {name} was unreachable for {timeout + grace:.0f} s; "
-                        "placing it again"
-                    ),
-                )
+            count = await release_instances(
+                s,
+                or_(Instance.worker_id == worker_id, helped_by(worker_id)),
+                f"worker {name} was unreachable for {timeout + grace:.0f} s; placing it again",
             )
-            count: int = result.rowcount  # type: ignore[attr-defined]
             if count:
                 logger.warning(
                     "worker %s (id %d): released %d instance(s) to be placed elsewhere",
@@ -235,10 +220,10 @@ async def delete_worker(db: Database, worker_id: int) -> None:
     """Forget a worker; its instances go back to pending to be placed again."""
     async with db.write() as s:
         worker = await load(s, Worker, worker_id, "worker", for_update=True)
-        await s.execute(
-            update(Instance)
-            .where(Instance.worker_id == worker_id)
-            .values(**_UNPLACED, state_message=f"worker {worker.name} was removed from the cluster")
+        await release_instances(
+            s,
+            or_(Instance.worker_id == worker_id, helped_by(worker_id)),
+            f"worker {worker.name} was removed from the cluster",
         )
         await s.delete(worker)
     logger.info("deleted worker %s (id %d)", worker.name, worker_id)

@@ -1,0 +1,207 @@
+"""Distributed llama.cpp: one model over several workers' devices.
+
+Real ``corral server`` and ``corral worker`` processes, real llama-server and
+rpc-server engines on the CPU. Each worker declares one SIMULATED GPU (a
+devices file) too small to hold the model alone, so the scheduler splits it:
+the primary runs llama-server with ``--rpc`` to the helpers' rpc-servers
+(which lend the CPU, standing in for the simulated GPU).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.backends import install_llama_cpp
+from tests.fixtures.tiny_models import Shape, TinyModels, cached
+from tests.helpers import ServerProcess, client, create_user, deploy, login, run_server, unique
+from tests.workers import (
+    WorkerProcess,
+    alive,
+    api_key_of,
+    instances,
+    openai_client,
+    run_worker,
+    wait_for,
+    wait_running,
+)
+
+pytestmark = pytest.mark.timeout(420)
+
+FAST_LIVENESS = {"CORRAL_HEARTBEAT_TIMEOUT": "3", "CORRAL_RESCHEDULE_GRACE": "3"}
+SPLIT_SHAPE = Shape(hidden=512, intermediate=4096, layers=8, heads=8, kv_heads=4)
+"""About 160 MB in f16: layers weigh more than the tied embeddings, so a
+split really divides the model. Estimated need per device (bench and test
+agree): 587 MiB on one, 492 + 510 on two, 461 + 461 + 494 on three."""
+GPU_MIB = 540
+"""Too small for the whole model, enough for its share over two workers."""
+
+
+@pytest.fixture(scope="module")
+def split_model() -> TinyModels:
+    return cached(SPLIT_SHAPE)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _engines(tmp_path_factory: pytest.TempPathFactory) -> None:
+    install_llama_cpp(tmp_path_factory.mktemp("seed"))  # built once per machine, cached
+
+
+def small_gpu(path: Path, mib: int = GPU_MIB) -> Path:
+    """A devices file declaring one SIMULATED GPU of ``mib`` MiB."""
+    path.write_text(f"devices:\n  - name: Simulated small GPU\n    memory: {mib}MiB\n")
+    return path
+
+
+def _admin(server: ServerProcess) -> httpx.Client:
+    return client(server.url, login(server.url, "admin", server.admin_password))
+
+
+def rpc_servers_running() -> list[psutil.Process]:
+    """rpc-server processes on this machine (tests run one cluster at a time)."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if cmdline and Path(cmdline[0]).name in ("rpc-server", "ggml-rpc-server"):
+            found.append(p)
+    return found
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, WorkerProcess]]]:
+    gpu = small_gpu(tmp_path / "gpu.yaml")
+    with ExitStack() as stack:
+        server = stack.enter_context(run_server(tmp_path, env=FAST_LIVENESS))
+        workers = {}
+        for i, name in enumerate(("w1", "w2", "w3")):
+            ports = f"[{42000 + 100 * i}, {42099 + 100 * i}]"
+            workers[name] = stack.enter_context(
+                run_worker(
+                    server,
+                    tmp_path,
+                    name,
+                    devices=gpu,
+                    env={"CORRAL_WORKER_BACKEND_PORTS": ports},
+                )
+            )
+        yield server, workers
+
+
+def _ready_workers(admin: httpx.Client, count: int) -> list[dict[str, Any]]:
+    def ready() -> list[dict[str, Any]] | None:
+        items = [w for w in admin.get("/api/v1/workers").json()["items"] if w["state"] == "ready"]
+        return items if len(items) == count else None
+
+    result: list[dict[str, Any]] = wait_for(f"{count} ready workers", ready, timeout=30)
+    return result
+
+
+def _chat(server: ServerProcess, key: str, model: str) -> int:
+    with openai_client(server, key) as ai:
+        reply = ai.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Hello"}], max_tokens=8
+        )
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    return reply.usage.completion_tokens
+
+
+def _check_split(instance: dict[str, Any], helper_names: set[str]) -> None:
+    """The placement, the rpc-servers and the engine's own report agree."""
+    placement = instance["placement"]
+    assert placement["kind"] == "distributed"
+    assert {h["worker_name"] for h in placement["helpers"]} == helper_names
+    rpc = instance["rpc_servers"]
+    assert [r["worker_name"] for r in rpc] == [h["worker_name"] for h in placement["helpers"]]
+    assert all(r["state"] == "ready" and r["port"] and alive(r["pid"]) for r in rpc)
+    # Each helper claims what the estimate put on its device.
+    claims = {c["worker_id"]: c for c in instance["claim"]["workers"]}
+    for r in rpc:
+        assert r["memory"] == claims[r["worker_id"]]["gpus"][str(r["device"])] > 0
+    # The planned layers: the helpers' devices first (llama.cpp's order), then the primary's.
+    planned = placement["layers"]
+    order = [*(r["worker_name"] for r in rpc), instance["worker_name"]]
+    assert [s["worker_name"] for s in planned] == order
+    total = placement["total_layers"]
+    assert sum(s["end"] - s["first"] for s in planned) == total
+    # The engine's report: the helpers' layers on RPC devices, the primary's
+    # share (its GPU is simulated) on its own CPU, every layer somewhere.
+    reported = instance["layers"]
+    assert reported, "the primary did not report its layers"
+    by_device: dict[str, int] = {}
+    for share in reported:
+        by_device[share["device"]] = (
+            by_device.get(share["device"], 0) + share["end"] - share["first"]
+        )
+    assert sum(by_device.values()) == total
+    for r, plan in zip(rpc, planned, strict=False):
+        name = f"RPC0[{r['address']}:{r['port']}]"
+        assert by_device.get(name) == plan["end"] - plan["first"], (name, reported)
+    assert by_device.get("CPU") == planned[-1]["end"] - planned[-1]["first"]
+
+
+def test_a_model_too_big_for_each_worker_is_split_recovers_and_leaves_nothing(
+    cluster: tuple[ServerProcess, dict[str, WorkerProcess]], split_model: TinyModels
+) -> None:
+    server, workers = cluster
+    with _admin(server) as admin:
+        _ready_workers(admin, 3)
+        _, user = create_user(admin)
+        key = api_key_of(user)
+        user.close()
+        model = deploy(
+            admin,
+            name=unique("split"),
+            source={"type": "local", "path": str(split_model.gguf_f16)},
+        )
+        [instance] = wait_running(admin, model["id"], timeout=180)
+        helper = instance["placement"]["helpers"][0]["worker_name"]
+        _check_split(instance, {helper})
+        assert _chat(server, key, model["name"]) > 0
+        [rpc] = instance["rpc_servers"]
+        assert rpc["address"] == "127.0.0.1"
+        assert [p.pid for p in rpc_servers_running()] == [rpc["pid"]]
+        # Its log is readable through the server, under the instance.
+        r = admin.get(
+            f"/api/v1/instances/{instance['id']}/logs", params={"rpc_server": rpc["id"], "tail": 50}
+        )
+        assert r.status_code == 200 and "rpc-server" in r.text, r.text
+
+        # The helper worker dies: its rpc-server goes with it, and the instance
+        # is placed again over the two workers left.
+        workers[helper].process.send_signal(signal.SIGKILL)
+        workers[helper].process.wait(timeout=10)
+        wait_for("the dead helper's rpc-server to go", lambda: not alive(rpc["pid"]), 10)
+
+        def replaced() -> dict[str, Any] | None:
+            items = instances(admin, model["id"])
+            ok = [
+                i
+                for i in items
+                if i["state"] == "running"
+                and i["placement"]
+                and helper not in {h["worker_name"] for h in i["placement"]["helpers"]}
+                and i["worker_name"] != helper
+            ]
+            return ok[0] if ok else None
+
+        again = wait_for("the instance placed over the two workers left", replaced, timeout=90)
+        survivors = {"w1", "w2", "w3"} - {helper}
+        assert {
+            again["worker_name"],
+            *(h["worker_name"] for h in again["placement"]["helpers"]),
+        } == (survivors)
+        _check_split(again, survivors - {again["worker_name"]})
+        assert _chat(server, key, model["name"]) > 0
+
+        # Deleting the model leaves no rpc-server and no engine behind.
+        engine_pid = again["pid"]
+        assert admin.delete(f"/api/v1/models/{model['id']}").status_code == 204
+        wait_for("no rpc-server left", lambda: not rpc_servers_running(), 30)
+        wait_for("the primary's engine to stop", lambda: not alive(engine_pid), 30)
