@@ -36,6 +36,8 @@ from tests.workers import (
 pytestmark = pytest.mark.timeout(420)
 
 FAST_LIVENESS = {"CORRAL_HEARTBEAT_TIMEOUT": "3", "CORRAL_RESCHEDULE_GRACE": "3"}
+FAST_HEARTBEAT = {"CORRAL_WORKER_HEARTBEAT_INTERVAL": "0.5"}
+"""Well inside the server's 3 s: a silent helper is a dead one, never a slow one."""
 SPLIT_SHAPE = Shape(hidden=512, intermediate=4096, layers=8, heads=8, kv_heads=4)
 """About 160 MB in f16: layers weigh more than the tied embeddings, so a
 split really divides the model. Estimated need per device (bench and test
@@ -88,7 +90,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, WorkerPro
                     tmp_path,
                     name,
                     devices=gpu,
-                    env={"CORRAL_WORKER_BACKEND_PORTS": ports},
+                    env={"CORRAL_WORKER_BACKEND_PORTS": ports, **FAST_HEARTBEAT},
                 )
             )
         yield server, workers
@@ -173,6 +175,22 @@ def test_a_model_too_big_for_each_worker_is_split_recovers_and_leaves_nothing(
         )
         assert r.status_code == 200 and "rpc-server" in r.text, r.text
 
+        # The rpc-server crashes: its worker starts it again, and the primary,
+        # whose engine cannot outlive a device, restarts once it is back.
+        psutil.Process(rpc["pid"]).kill()
+
+        def restarted() -> dict[str, Any] | None:
+            [i] = instances(admin, model["id"])
+            [r] = i["rpc_servers"]
+            fresh = i["state"] == "running" and r["state"] == "ready" and r["pid"] != rpc["pid"]
+            return i if fresh and i["pid"] != instance["pid"] else None
+
+        instance = wait_for("the rpc-server and the primary restarted", restarted, timeout=60)
+        [rpc] = instance["rpc_servers"]
+        assert instance["placement"] == wait_running(admin, model["id"])[0]["placement"]
+        _check_split(instance, {helper})
+        assert _chat(server, key, model["name"]) > 0
+
         # The helper worker dies: its rpc-server goes with it, and the instance
         # is placed again over the two workers left.
         workers[helper].process.send_signal(signal.SIGKILL)
@@ -205,3 +223,47 @@ def test_a_model_too_big_for_each_worker_is_split_recovers_and_leaves_nothing(
         assert admin.delete(f"/api/v1/models/{model['id']}").status_code == 204
         wait_for("no rpc-server left", lambda: not rpc_servers_running(), 30)
         wait_for("the primary's engine to stop", lambda: not alive(engine_pid), 30)
+
+
+def test_a_helper_outside_the_cluster_network_refuses_and_the_primary_names_it(
+    tmp_path: Path, split_model: TinyModels
+) -> None:
+    """llama.cpp's RPC has no authentication: a worker whose address is not on
+    the configured cluster network starts no rpc-server, and says so."""
+    gpu = small_gpu(tmp_path / "gpu.yaml")
+    env = {
+        "CORRAL_WORKER_CLUSTER_NETWORK": "10.99.0.0/24",
+        "CORRAL_WORKER_HELPER_TIMEOUT": "2",
+        **FAST_HEARTBEAT,
+    }
+    with (
+        run_server(tmp_path, env=FAST_LIVENESS) as server,
+        run_worker(server, tmp_path, "w1", devices=gpu, env=env),
+        run_worker(server, tmp_path, "w2", devices=gpu, env=env),
+        _admin(server) as admin,
+    ):
+        _ready_workers(admin, 2)
+        model = deploy(
+            admin,
+            name=unique("refused"),
+            source={"type": "local", "path": str(split_model.gguf_f16)},
+        )
+
+        def refused() -> dict[str, Any] | None:
+            [i] = instances(admin, model["id"])
+            rpc = i["rpc_servers"]
+            done = (
+                rpc
+                and rpc[0]["state"] == "error"
+                and "helpers not ready" in (i["state_message"] or "")
+            )
+            return i if done else None
+
+        instance = wait_for("the helper's refusal", refused, timeout=60)
+        [rpc] = instance["rpc_servers"]
+        assert "outside the configured cluster network 10.99.0.0/24" in rpc["state_message"]
+        helper = rpc["worker_name"]
+        assert f"helpers not ready after 2 s: {helper} GPU 0" in instance["state_message"]
+        assert "refused to start" in instance["state_message"]
+        assert rpc_servers_running() == []
+        assert admin.delete(f"/api/v1/models/{model['id']}").status_code == 204
