@@ -133,6 +133,64 @@ def test_70b_at_32k_context_over_three_single_gpu_workers_uses_two_helpers(
     assert placed(schedule(llama(e), two)).kind is PlacementKind.PARTIAL_OFFLOAD
 
 
+def test_each_helper_claims_what_the_estimate_puts_on_its_device(
+    gguf: dict[str, LlamaCppEstimate],
+) -> None:
+    """The claim a helper's rpc-server holds is the estimate's figure for that
+    device at the placement's split, and the layer spans cover every layer once."""
+    e = gguf["llama-3.1-70b-q4_k_m"]
+    c = cluster(node("a", [20], worker_id=1), node("b", [24], worker_id=2))
+    p = placed(schedule(llama(e), c))
+    assert p.kind is PlacementKind.DISTRIBUTED
+    devices = [f"gpu{i}" for i in range(len(p.tensor_split))]
+    usage = e.device_usage(p.gpu_layers or 0, devices, p.tensor_split)
+    [helper] = p.helpers
+    helper_claim = next(cl for cl in p.claims if cl.worker_id == helper.worker_id)
+    assert helper_claim.gpus == {0: usage[0].total}  # helpers' devices come first
+    assert p.claims[0].gpus == {0: usage[1].total}
+    spans = p.layers
+    assert [(s.worker_id, s.gpu) for s in spans] == [(helper.worker_id, 0), (p.worker_id, 0)]
+    assert spans[0].first == 0 and spans[0].end == spans[1].first and spans[1].end == e.layers
+    assert [s.memory for s in spans] == [u.total for u in usage]
+    assert p.to_json()["layers"][0]["worker_name"] == helper.worker_name
+
+
+def test_two_distributed_models_sharing_a_helper_never_double_book_it(
+    gguf: dict[str, LlamaCppEstimate],
+) -> None:
+    """Two workers lend to two primaries; the second placement sees the
+    first one's claims (as the placement service applies them) and fits in
+    what is left, or does not fit at all."""
+    e = gguf["llama-3.1-70b-q4_k_m"]
+    c = cluster(
+        node("p1", [28], worker_id=1),
+        node("p2", [28], worker_id=2),
+        node("h", [36], worker_id=3),
+    )
+    first = placed(schedule(llama(e, model_id=1), c))
+    assert first.kind is PlacementKind.DISTRIBUTED
+    c.apply(first.claims, 1)
+    second = placed(schedule(llama(e, model_id=2), c))
+    assert second.kind is PlacementKind.DISTRIBUTED
+    assert_within_free(c, second)
+    c.apply(second.claims, 2)
+    # p1 lends its GPU to both (the second needs every worker's leftovers).
+    assert 1 in {h.worker_id for h in first.helpers} & {h.worker_id for h in second.helpers}
+    for worker_id, size in ((1, 28), (2, 28), (3, 36)):
+        booked = sum(
+            cl.gpus.get(0, 0)
+            for p in (first, second)
+            for cl in p.claims
+            if cl.worker_id == worker_id
+        )
+        assert booked <= size * GIB
+        n = c.node(worker_id)
+        assert n is not None and (gpu := n.gpu(0)) is not None and gpu.free >= 0
+    # A third copy no longer finds room anywhere on the GPUs.
+    third = schedule(llama(e, model_id=3, cpu_offloading=False), c)
+    assert isinstance(third, Unplaceable)
+
+
 def test_without_distributed_inference_it_offloads_and_without_offloading_it_waits(
     models: dict[str, GGUFModel],
 ) -> None:
