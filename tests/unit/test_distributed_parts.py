@@ -14,8 +14,8 @@ from corral.worker.rpc import RpcRefused, bind_address
 MIB = 1024 * 1024
 
 LOAD_LOG = """\
-0.00.065.902 I llama_prepare_model_devices: using device RPC0 (10.0.0.2:40001) (unknown id) - 24105 MiB free
-0.00.065.903 I llama_prepare_model_devices: using device RPC0 (10.0.0.3:40007) (unknown id) - 24105 MiB free
+0.00.065.902 I llama_prepare_model_devices: using device RPC0 (10.0.0.2:40001) (unknown id)
+0.00.065.903 I llama_prepare_model_devices: using device RPC0 (10.0.0.3:40007) (unknown id)
 0.00.160.201 I load_tensors: offloading 8 repeating layers to GPU
 0.00.160.202 I load_tensors: offloaded 6/9 layers to GPU
 0.00.160.207 I load_tensors:   CPU_Mapped model buffer size =    60.00 MiB
@@ -61,7 +61,10 @@ def test_no_count_in_the_log_means_no_layout() -> None:
 
 
 def test_everything_on_the_cpu() -> None:
-    log = "load_tensors: offloaded 0/9 layers to GPU\nload_tensors: CPU_Mapped model buffer size = 1.00 MiB\n"
+    log = (
+        "load_tensors: offloaded 0/9 layers to GPU\n"
+        "load_tensors: CPU_Mapped model buffer size = 1.00 MiB\n"
+    )
     assert parse_layers(log) == [Span("CPU", 0, 9, MIB)]
 
 
