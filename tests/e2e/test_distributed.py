@@ -9,7 +9,9 @@ the primary runs llama-server with ``--rpc`` to the helpers' rpc-servers
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +23,16 @@ import pytest
 
 from tests.backends import install_llama_cpp
 from tests.fixtures.tiny_models import Shape, TinyModels, cached
-from tests.helpers import ServerProcess, client, create_user, deploy, login, run_server, unique
+from tests.helpers import (
+    CORRAL,
+    ServerProcess,
+    client,
+    create_user,
+    deploy,
+    login,
+    run_server,
+    unique,
+)
 from tests.workers import (
     WorkerProcess,
     alive,
@@ -174,6 +185,25 @@ def test_a_model_too_big_for_each_worker_is_split_recovers_and_leaves_nothing(
             f"/api/v1/instances/{instance['id']}/logs", params={"rpc_server": rpc["id"], "tail": 50}
         )
         assert r.status_code == 200 and "rpc-server" in r.text, r.text
+        # The CLI shows the helper and both layer tables under the instance.
+        token = str(admin.headers["Authorization"]).removeprefix("Bearer ")
+        shown = subprocess.run(
+            [CORRAL, "instances", "show", str(instance["id"])],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={
+                **os.environ,
+                "CORRAL_SERVER_URL": server.url,
+                "CORRAL_API_KEY": token,
+                "COLUMNS": "200",
+            },
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"{instance['worker_name']} +{helper}" in shown.stdout
+        assert f"127.0.0.1:{rpc['port']}" in shown.stdout
+        assert "Layers as the engine reports them" in shown.stdout
+        assert f"RPC0[127.0.0.1:{rpc['port']}]" in shown.stdout
 
         # The rpc-server crashes: its worker starts it again, and the primary,
         # whose engine cannot outlive a device, restarts once it is back.

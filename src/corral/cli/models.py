@@ -14,6 +14,7 @@ from corral.cli.client import Client, CliError
 from corral.cli.output import (
     JsonOpt,
     format_labels,
+    gib,
     print_fields,
     print_json,
     print_table,
@@ -277,6 +278,13 @@ def _state(instance: dict[str, Any]) -> str:
     return str(instance["state"])
 
 
+def _where(instance: dict[str, Any]) -> str:
+    """The worker, and a distributed instance's helpers after a ``+``."""
+    helpers = sorted({r["worker_name"] for r in instance.get("rpc_servers") or []})
+    worker = instance["worker_name"] or "-"
+    return f"{worker} +{','.join(helpers)}" if helpers else worker
+
+
 def _instances_table(items: list[dict[str, Any]]) -> None:
     print_table(
         ["ID", "NAME", "MODEL", "WORKER", "STATE", "PORT", "RESTARTS", "MESSAGE"],
@@ -285,7 +293,7 @@ def _instances_table(items: list[dict[str, Any]]) -> None:
                 i["id"],
                 i["name"],
                 i["model_name"],
-                i["worker_name"] or "-",
+                _where(i),
                 _state(i),
                 i["port"] or "-",
                 i["restart_count"],
@@ -311,6 +319,74 @@ def list_instances(
     _instances_table(items)
 
 
+@instances_app.command("show")
+def show_instance(instance_id: int, json_output: JsonOpt = False) -> None:
+    """Show one instance: where it runs, its layers, and a distributed one's helpers."""
+    instance = Client().get(f"/api/v1/instances/{instance_id}")
+    if json_output:
+        return print_json(instance)
+    placement = instance["placement"] or {}
+    print_fields(
+        [
+            ("Name", instance["name"]),
+            ("Model", instance["model_name"]),
+            ("Worker", _where(instance)),
+            ("State", _state(instance)),
+            ("Message", (instance["state_message"] or "-").partition("\n")[0]),
+            ("Placement", placement.get("summary") or "-"),
+            ("Command", " ".join(instance["command"] or []) or "-"),
+        ]
+    )
+    helpers = instance["rpc_servers"]
+    if helpers:
+        typer.echo("\nHelpers (rpc-servers, in --rpc order):")
+        print_table(
+            ["ID", "WORKER", "GPU", "ENDPOINT", "CLAIMED", "STATE", "PID", "MESSAGE"],
+            [
+                (
+                    r["id"],
+                    r["worker_name"],
+                    r["device"],
+                    f"{r['address']}:{r['port']}" if r["port"] else "-",
+                    gib(r["memory"]),
+                    r["state"],
+                    r["pid"] or "-",
+                    (r["state_message"] or "").partition("\n")[0],
+                )
+                for r in helpers
+            ],
+        )
+    planned = placement.get("layers") or []
+    if planned:
+        typer.echo("\nLayers as placed:")
+        print_table(
+            ["WORKER", "DEVICE", "LAYERS", "CLAIMED"],
+            [
+                (
+                    s["worker_name"],
+                    "CPU" if s["gpu"] is None else f"GPU {s['gpu']}",
+                    f"{s['first']}-{s['end'] - 1}" if s["end"] > s["first"] else "-",
+                    gib(s["memory"]),
+                )
+                for s in planned
+            ],
+        )
+    reported = instance["layers"] or []
+    if reported:
+        typer.echo("\nLayers as the engine reports them:")
+        print_table(
+            ["DEVICE", "LAYERS", "ALLOCATED"],
+            [
+                (
+                    s["device"],
+                    f"{s['first']}-{s['end'] - 1}",
+                    gib(s["memory"]) if s["memory"] is not None else "-",
+                )
+                for s in reported
+            ],
+        )
+
+
 @instances_app.command("logs")
 def logs(
     instance_id: int,
@@ -318,12 +394,19 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing what the engine writes.")
     ] = False,
+    rpc_server: Annotated[
+        int | None,
+        typer.Option("--rpc-server", help="A helper's rpc-server log instead (its id: see show)."),
+    ] = None,
 ) -> None:
-    """Show an instance's engine log, read from its worker."""
+    """Show an instance's engine log (or a helper's), read from its worker."""
     out = sys.stdout.buffer
     with contextlib.suppress(KeyboardInterrupt):
         for chunk in Client().stream_text(
-            f"/api/v1/instances/{instance_id}/logs", tail=tail, follow=int(follow)
+            f"/api/v1/instances/{instance_id}/logs",
+            tail=tail,
+            follow=int(follow),
+            rpc_server=rpc_server,
         ):
             out.write(chunk)
             out.flush()
