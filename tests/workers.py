@@ -52,11 +52,17 @@ def run_worker(
     devices: Path | None = None,
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[WorkerProcess]:
-    """Start ``corral worker`` joined to ``server``; stop it (checked) afterwards."""
+    """Start ``corral worker`` joined to ``server``; stop it (checked) afterwards.
+
+    ``prefix`` runs it through another command (``ip netns exec NS``), whose
+    process then gets the signals; ``host`` is where its API listens."""
     port = free_port()
     data_dir = tmp / f"worker-{name}"
     args = [
+        *(prefix or []),
         CORRAL,
         "worker",
         "--server-url",
@@ -68,7 +74,7 @@ def run_worker(
         "--name",
         name,
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
     ]

@@ -9,8 +9,10 @@ the primary runs llama-server with ``--rpc`` to the helpers' rpc-servers
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -297,3 +299,113 @@ def test_a_helper_outside_the_cluster_network_refuses_and_the_primary_names_it(
         assert "refused to start" in instance["state_message"]
         assert rpc_servers_running() == []
         assert admin.delete(f"/api/v1/models/{model['id']}").status_code == 204
+
+
+class Namespaces:
+    """Network namespaces joined by a bridge, each with its own address, so
+    that the RPC traffic between workers really crosses interfaces. Made by
+    the test on a private range; removed afterwards."""
+
+    def __init__(self, count: int) -> None:
+        tag = f"{os.getpid() % 10000}"
+        self.subnet = f"10.231.{os.getpid() % 200 + 20}"
+        self.bridge = f"crlbr{tag}"
+        self.names = [f"crl{tag}w{i + 1}" for i in range(count)]
+        self.gateway = f"{self.subnet}.1"
+
+    def address(self, i: int) -> str:
+        return f"{self.subnet}.{11 + i}"
+
+    def __enter__(self) -> Namespaces:
+        try:
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+            _ip("link", "set", self.bridge, "up")
+            for i, ns in enumerate(self.names):
+                outside, inside = f"{ns}o", f"{ns}i"
+                _ip("netns", "add", ns)
+                _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+                _ip("link", "set", inside, "netns", ns)
+                _ip("link", "set", outside, "master", self.bridge)
+                _ip("link", "set", outside, "up")
+                _ip("-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", inside)
+                _ip("-n", ns, "link", "set", inside, "up")
+                _ip("-n", ns, "link", "set", "lo", "up")
+        except (OSError, subprocess.CalledProcessError) as e:
+            self.__exit__()
+            detail = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else str(e)
+            reason = f"cannot create network namespaces here: {detail}"
+            print(reason)
+            pytest.skip(reason)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for ns in self.names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
+
+
+def _listening_in_namespace_of(pid: int, port: int) -> list[str]:
+    """The IPv4 addresses listening on ``port`` in ``pid``'s network namespace
+    (``/proc/PID/net/tcp`` shows that namespace's sockets)."""
+    found = []
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        address, hex_port = fields[1].split(":")
+        if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.append(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], capture_output=True, text=True, check=True, timeout=10)
+
+
+def test_split_across_network_namespaces_crosses_real_interfaces(
+    tmp_path: Path, split_model: TinyModels
+) -> None:
+    """Each worker in its own network namespace with its own address: the
+    primary reaches the helper's rpc-server over veth and a bridge, and the
+    rpc-server listens on the helper's cluster address only."""
+    gpu = small_gpu(tmp_path / "gpu.yaml")
+    with ExitStack() as stack:
+        nets = stack.enter_context(Namespaces(2))
+        server = stack.enter_context(
+            run_server(tmp_path, env=FAST_LIVENESS, extra_args=["--host", "0.0.0.0"])
+        )
+        port = server.url.rsplit(":", 1)[1]
+        inside = dataclasses.replace(server, url=f"http://{nets.gateway}:{port}")
+        for i, ns in enumerate(nets.names):
+            stack.enter_context(
+                run_worker(
+                    inside,
+                    tmp_path,
+                    f"n{i + 1}",
+                    devices=gpu,
+                    env={
+                        **FAST_HEARTBEAT,
+                        "CORRAL_WORKER_CLUSTER_NETWORK": f"{nets.subnet}.0/24",
+                    },
+                    prefix=["ip", "netns", "exec", ns],
+                    host=nets.address(i),
+                )
+            )
+        admin = stack.enter_context(_admin(server))
+        workers = _ready_workers(admin, 2)
+        assert sorted(w["address"] for w in workers) == [nets.address(0), nets.address(1)]
+        _, user = create_user(admin)
+        key = api_key_of(user)
+        user.close()
+        model = deploy(
+            admin, name=unique("netns"), source={"type": "local", "path": str(split_model.gguf_f16)}
+        )
+        [instance] = wait_running(admin, model["id"], timeout=180)
+        [rpc] = instance["rpc_servers"]
+        helper = next(w for w in workers if w["name"] == rpc["worker_name"])
+        assert rpc["address"] == helper["address"] != "127.0.0.1"
+        _check_split(instance, {rpc["worker_name"]})
+        assert _chat(server, key, model["name"]) > 0
+        # Bound to the cluster address only, never to every interface.
+        assert _listening_in_namespace_of(rpc["pid"], rpc["port"]) == [helper["address"]]
+        assert admin.delete(f"/api/v1/models/{model['id']}").status_code == 204
+        wait_for("no rpc-server left", lambda: not rpc_servers_running(), 30)
