@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import socket
 import time
 from functools import cache
@@ -37,8 +36,7 @@ from corral.schemas.instances import RpcServerState
 from corral.schemas.models import Backend
 from corral.worker.logs import InstanceLog
 from corral.worker.ports import PortsExhausted
-from corral.worker.processes import Child, Record, spawn
-from corral.worker.runtime import LaunchFailed, Runtime, exit_description
+from corral.worker.runtime import LaunchFailed, Runtime, exit_description, supervised
 
 logger = logging.getLogger(__name__)
 
@@ -211,14 +209,8 @@ class RpcServerRunner:
             f"starting an rpc-server for instance {a.instance_name} (primary: "
             f"{a.primary_worker}), GPU {a.device}: {' '.join(argv)}"
         )
-        try:
-            child = await spawn(argv, {**os.environ, **env})
-        except OSError as e:
-            raise LaunchFailed(f"cannot start {argv[0]}: {e}") from e
-        self.rt.registry.add(Record(self.key, child.pid, child.started))
-        assert child.process.stdout is not None
-        copier = asyncio.create_task(self.log.copy_from(child.process.stdout))
-        try:
+        async with supervised(self.rt, self.key, self.log, argv, env, "rpc-server") as running:
+            child = running.child
             self._report(
                 RpcServerState.STARTING,
                 f"rpc-server starting on {host}:{port} (pid {child.pid})",
@@ -239,18 +231,8 @@ class RpcServerRunner:
                     host,
                     port,
                 )
-            code = await child.process.wait()
-            await copier
+            code = await running.exited()
             raise LaunchFailed(f"rpc-server {exit_description(code)}:\n{self.log.tail()}")
-        finally:
-            await asyncio.shield(self._stop_child(child, copier))
-
-    async def _stop_child(self, child: Child, copier: asyncio.Task[None]) -> None:
-        code = await child.stop(self.rt.stop_grace)
-        self.rt.registry.remove(self.key)
-        with contextlib.suppress(asyncio.CancelledError):
-            await copier
-        self.log.note(f"rpc-server {exit_description(code)}")
 
 
 async def _listening(

@@ -3,16 +3,20 @@ registry, where to report, and the settings a launch needs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from corral.schemas.assignments import InstanceStatusReport, RpcServerStatusReport
 from corral.schemas.workers import Device
 from corral.worker.engines import Engines
+from corral.worker.logs import InstanceLog
 from corral.worker.ports import PortAllocator
-from corral.worker.processes import ProcessRegistry
+from corral.worker.processes import Child, ProcessRegistry, Record, spawn
 
 Report = Callable[[int, InstanceStatusReport], None]
 """Queues an instance report for the server; never blocks, never fails."""
@@ -55,3 +59,46 @@ def exit_description(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
+
+
+@dataclass
+class Running:
+    """A child started by ``supervised``, its output copied into its log."""
+
+    child: Child
+    copier: asyncio.Task[None]
+
+    async def exited(self) -> int:
+        """Its exit code, once its output is all in the log."""
+        code = await self.child.process.wait()
+        await self.copier
+        return code
+
+
+@contextlib.asynccontextmanager
+async def supervised(
+    rt: Runtime, key: str, log: InstanceLog, argv: list[str], env: dict[str, str], what: str
+) -> AsyncIterator[Running]:
+    """Run ``argv`` as a supervised child for the block: its own process group,
+    recorded in the registry (so a later run of this worker can reap it),
+    output into ``log``; stopped (SIGTERM, then SIGKILL) when the block ends,
+    even when cancelled."""
+    try:
+        child = await spawn(argv, {**os.environ, **env})
+    except OSError as e:
+        raise LaunchFailed(f"cannot start {argv[0]}: {e}") from e
+    rt.registry.add(Record(key, child.pid, child.started))
+    assert child.process.stdout is not None
+    running = Running(child, asyncio.create_task(log.copy_from(child.process.stdout)))
+    try:
+        yield running
+    finally:
+        await asyncio.shield(_stop(rt, key, log, running, what))
+
+
+async def _stop(rt: Runtime, key: str, log: InstanceLog, running: Running, what: str) -> None:
+    code = await running.child.stop(rt.stop_grace)
+    rt.registry.remove(key)
+    with contextlib.suppress(asyncio.CancelledError):
+        await running.copier
+    log.note(f"{what} {exit_description(code)}")

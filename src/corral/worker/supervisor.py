@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -44,9 +43,9 @@ from corral.schemas.models import Backend, ModelCategory
 from corral.worker.files import ModelFiles, ModelFilesError, fetch_model_files
 from corral.worker.logs import InstanceLog
 from corral.worker.ports import PortsExhausted
-from corral.worker.processes import Child, Record, spawn
+from corral.worker.processes import Child
 from corral.worker.rpc import RpcServerRunner
-from corral.worker.runtime import LaunchFailed, Runtime, exit_description
+from corral.worker.runtime import LaunchFailed, Running, Runtime, exit_description, supervised
 
 logger = logging.getLogger(__name__)
 
@@ -271,14 +270,10 @@ class InstanceRunner:
         shown = " ".join(command.argv)
         self.log.note(f"starting {installation.backend} {installation.version}: {shown}")
         log_start = self.log.size
-        try:
-            child = await spawn(command.argv, {**os.environ, **command.env})
-        except OSError as e:
-            raise LaunchFailed(f"cannot start {command.argv[0]}: {e}") from e
-        self.rt.registry.add(Record(self.key, child.pid, child.started))
-        assert child.process.stdout is not None
-        copier = asyncio.create_task(self.log.copy_from(child.process.stdout))
-        try:
+        async with supervised(
+            self.rt, self.key, self.log, command.argv, command.env, "engine"
+        ) as running:
+            child = running.child
             self._report(
                 InstanceState.STARTING,
                 f"{installation.backend} {installation.version} is loading the model "
@@ -297,13 +292,10 @@ class InstanceRunner:
                 logger.info(
                     "instance %d: running on port %d (pid %d)", self.id, request.port, child.pid
                 )
-            code = await self._engine_exit(child, request.placement.rpc_endpoints)
-            await copier
+            code = await self._engine_exit(running, request.placement.rpc_endpoints)
             raise LaunchFailed(
                 f"{installation.backend} {exit_description(code)}:\n{self.log.tail()}"
             )
-        finally:
-            await asyncio.shield(self._stop_child(child, copier))
 
     def _layers(self, since: int, split: tuple[float, ...]) -> list[dict[str, object]] | None:
         """The engine's own account of where the layers went (llama.cpp)."""
@@ -318,9 +310,9 @@ class InstanceRunner:
         spans = parse_layers(text, split)
         return [LayerShare.model_validate(vars(span)).model_dump() for span in spans] or None
 
-    async def _engine_exit(self, child: Child, endpoints: tuple[str, ...]) -> int:
+    async def _engine_exit(self, running: Running, endpoints: tuple[str, ...]) -> int:
         """The engine's exit code; ``HelperLost`` first if a helper it uses stops being ready."""
-        exited = asyncio.ensure_future(child.process.wait())
+        exited = asyncio.ensure_future(running.exited())
         try:
             while True:
                 changed = asyncio.ensure_future(self._helpers_changed.wait())
@@ -341,13 +333,6 @@ class InstanceRunner:
         finally:
             if not exited.done():
                 exited.cancel()
-
-    async def _stop_child(self, child: Child, copier: asyncio.Task[None]) -> None:
-        code = await child.stop(self.rt.stop_grace)
-        self.rt.registry.remove(self.key)
-        with contextlib.suppress(asyncio.CancelledError):
-            await copier
-        self.log.note(f"engine {exit_description(code)}")
 
     async def _wait_ready(self, child: Child, request: LaunchRequest) -> bool:
         """Poll the engine's readiness probes; False when it exits first."""
