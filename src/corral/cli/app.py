@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from corral.cli.cluster import keys_app, users_app, workers_app
-from corral.cli.models import instances_app, models_app
+from corral.cli.instances import instances_app
+from corral.cli.models import models_app
 from corral.cli.session import login, logout
 from corral.cli.usage import usage
 

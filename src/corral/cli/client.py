@@ -76,6 +76,14 @@ class Client:
         self.request("DELETE", path)
 
 
+def find_model(client: Client, name: str) -> dict[str, Any]:
+    found = client.get("/api/v1/models", name=name)["items"]
+    if not found:
+        raise CliError(f"no model named {name!r}")
+    model: dict[str, Any] = found[0]
+    return model
+
+
 def _error_message(response: httpx.Response) -> str:
     try:
         error = response.json()["error"]

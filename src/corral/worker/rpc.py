@@ -36,14 +36,21 @@ from corral.schemas.instances import RpcServerState
 from corral.schemas.models import Backend
 from corral.worker.logs import InstanceLog
 from corral.worker.ports import PortsExhausted
-from corral.worker.runtime import LaunchFailed, Runtime, exit_description, supervised
+from corral.worker.runtime import (
+    LaunchFailed,
+    RestartBackoff,
+    Runtime,
+    cancel_and_wait,
+    exit_description,
+    supervised,
+)
 
 logger = logging.getLogger(__name__)
 
 LISTEN_TIMEOUT = 60.0
 """Seconds an rpc-server may take to accept connections (it loads no model)."""
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 30.0
+BACKOFF = (1.0, 30.0, 60.0)
+"""First delay, longest delay, and the run after which the delay starts over."""
 
 
 class RpcRefused(Exception):
@@ -126,10 +133,7 @@ class RpcServerRunner:
             self.rt.report_rpc(self.id, self.last)
 
     async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self.log.close()
 
     def _report(self, state: RpcServerState, message: str | None, **fields: int) -> None:
@@ -140,7 +144,7 @@ class RpcServerRunner:
         self.rt.report_rpc(self.id, report)
 
     async def _run(self) -> None:
-        attempt = 0
+        backoff = RestartBackoff(*BACKOFF)
         while True:
             began = time.monotonic()
             try:
@@ -154,10 +158,7 @@ class RpcServerRunner:
                 return
             except LaunchFailed as e:
                 message = str(e)
-            if time.monotonic() - began > 60:
-                attempt = 0
-            delay = min(BACKOFF_FIRST * 2**attempt, BACKOFF_MAX)
-            attempt += 1
+            delay = backoff.after(time.monotonic() - began)
             logger.warning("rpc-server %d: %s", self.id, message.partition("\n")[0])
             self._report(RpcServerState.ERROR, f"{message}\nrestarting in {delay:.0f} s")
             await asyncio.sleep(delay)

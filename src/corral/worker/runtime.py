@@ -48,6 +48,31 @@ class Runtime:
     """Threads an rpc-server lending the CPU (a simulated GPU) computes with."""
 
 
+class RestartBackoff:
+    """Delay before restarting a crashed child: ``first`` seconds doubling up
+    to ``maximum``, back to ``first`` after a run that lasted ``stable_after``
+    seconds (the backoff is for crash loops, not the occasional crash)."""
+
+    def __init__(self, first: float, maximum: float, stable_after: float) -> None:
+        self._first, self._maximum, self._stable_after = first, maximum, stable_after
+        self._attempt = 0
+
+    def after(self, ran_for: float) -> float:
+        if ran_for > self._stable_after:
+            self._attempt = 0
+        delay: float = min(self._first * 2.0**self._attempt, self._maximum)
+        self._attempt += 1
+        return delay
+
+
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Cancel a runner's task and wait until it has cleaned up. Safe to call twice."""
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class LaunchFailed(Exception):
     """The instance could not be (kept) running; the message is for the user."""
 

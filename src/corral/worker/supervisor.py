@@ -45,15 +45,20 @@ from corral.worker.logs import InstanceLog
 from corral.worker.ports import PortsExhausted
 from corral.worker.processes import Child
 from corral.worker.rpc import RpcServerRunner
-from corral.worker.runtime import LaunchFailed, Running, Runtime, exit_description, supervised
+from corral.worker.runtime import (
+    LaunchFailed,
+    RestartBackoff,
+    Running,
+    Runtime,
+    cancel_and_wait,
+    exit_description,
+    supervised,
+)
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_FIRST = 2.0
-BACKOFF_MAX = 300.0
-STABLE_AFTER = 600.0
-"""An engine that ran this long before failing starts again without delay
-growth: the backoff is for crash loops, not for the occasional crash."""
+BACKOFF = (2.0, 300.0, 600.0)
+"""First delay, longest delay, and the run after which the delay starts over."""
 PROGRESS_EVERY = 1.0
 
 
@@ -99,10 +104,7 @@ class InstanceRunner:
 
     async def stop(self) -> None:
         """Stop the engine and wait until it is gone. Safe to call twice."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self.log.close()
 
     def resync(self, a: Assignment) -> None:
@@ -127,7 +129,7 @@ class InstanceRunner:
         self.rt.report(self.id, report)
 
     async def _run(self) -> None:
-        attempt = 0
+        backoff = RestartBackoff(*BACKOFF)
         while True:
             began = time.monotonic()
             try:
@@ -144,10 +146,7 @@ class InstanceRunner:
             if not self.assignment.restart_on_error:
                 self._report(InstanceState.ERROR, message)
                 return
-            if time.monotonic() - began > STABLE_AFTER:
-                attempt = 0
-            delay = min(BACKOFF_FIRST * 2**attempt, BACKOFF_MAX)
-            attempt += 1
+            delay = backoff.after(time.monotonic() - began)
             self._report(InstanceState.ERROR, f"{message}\nrestarting in {delay:.0f} s")
             await asyncio.sleep(delay)
             self.restart_count += 1
