@@ -84,9 +84,19 @@ class FakeHub:
     chunk_delay: float = 0.0
     """Seconds to pause after each 16 KiB of a body: a slow link."""
     requests: list[Request] = field(default_factory=list)
+    in_flight: int = 0
+    """Requests being answered. A request is logged after its last byte is
+    sent, so a client may be done before its request shows in ``requests``."""
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until every request begun has been logged."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def body_gets(self, repo: str, name: str | None = None) -> list[Request]:
         """GETs of file bodies from ``repo`` (of ``name`` only, when given)."""
+        self.settle()
         pattern = re.compile(rf"/{re.escape(repo)}/resolve/[^/]+/(.+)")
         return [
             r
@@ -144,6 +154,8 @@ def serve_hub(root: Path, *, gated: Mapping[str, str] | None = None) -> Iterator
 
         def _handle(self, *, body: bool) -> None:
             started = time.monotonic()
+            with lock:
+                hub.in_flight += 1
             try:
                 self._route(body=body)
             except (BrokenPipeError, ConnectionResetError):
@@ -160,6 +172,7 @@ def serve_hub(root: Path, *, gated: Mapping[str, str] | None = None) -> Iterator
                             self.headers.get("Range"),
                         )
                     )
+                    hub.in_flight -= 1
 
         def _route(self, *, body: bool) -> None:
             path = unquote(urlsplit(self.path).path)

@@ -4,7 +4,10 @@ stopped and reaped, ports never handed out twice, logs rotated and followed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -40,12 +43,26 @@ async def test_stop_kills_the_whole_group_when_sigterm_is_ignored() -> None:
 
 async def test_a_new_run_reaps_what_a_dead_run_left(tmp_path: Path) -> None:
     path = tmp_path / "run" / "processes.json"
-    child = await spawn(["sleep", "60"], {"PATH": "/usr/bin:/bin"})
-    ProcessRegistry(path).add(Record("instance-1", child.pid, child.started))
+    # What a dead worker leaves: a process group whose leader is gone and
+    # whose member is no child of ours (reaping our own child here would race
+    # asyncio's child watcher for its exit status).
+    leader = subprocess.run(
+        ["setsid", "sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $$ $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    group, member = (int(x) for x in leader.stdout.split())
+    assert os.getpgid(member) == group
+    started = psutil.Process(member).create_time()
+    ProcessRegistry(path).add(Record("instance-1", group, started))
     # A new worker process reads the registry the dead one left.
     found = ProcessRegistry(path).reap_leftovers()
     assert [r.key for r in found] == ["instance-1"]
-    assert await asyncio.wait_for(child.process.wait(), 10) == -9
+    deadline = time.monotonic() + 10
+    while not _gone(member):
+        assert time.monotonic() < deadline, "the left-behind process is still running"
+        await asyncio.sleep(0.05)
     assert ProcessRegistry(path).reap_leftovers() == []
 
 
