@@ -23,6 +23,8 @@ Endpoints, answered in OpenAI's shape with a ``usage`` object:
   usage chunk (``"choices": []``) when ``stream_options.include_usage``, then
   ``data: [DONE]``. ``--first-delay`` waits before the first event and
   ``--event-delay`` between events.
+  A plain chat answer lists the image parts the engine got under
+  ``images_seen`` (each URL's first 40 characters and its length).
 * ``POST /v1/embeddings``: an 8-dimensional vector per input.
 * ``POST /v1/rerank`` (and ``/rerank``): results by relevance (the share of
   the query's words found in the document), honouring ``top_n``.
@@ -142,6 +144,18 @@ def _words(value: Any) -> int:
     return 0
 
 
+def _images(messages: Any) -> list[str]:
+    found = []
+    for message in messages if isinstance(messages, list) else []:
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                value = part.get("image_url")
+                url = str(value.get("url") if isinstance(value, dict) else value)
+                found.append(f"{url[:40]} ({len(url)})")
+    return found
+
+
 def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {
         "prompt_tokens": prompt,
@@ -160,6 +174,8 @@ class Generation:
     completion_tokens: int
     stream: bool
     include_usage: bool
+    images: tuple[str, ...] = ()
+    """Each image part's URL as received: its first 40 characters and its length."""
 
     @classmethod
     def read(cls, body: dict[str, Any], chat: bool, settings: Settings) -> Generation:
@@ -172,6 +188,7 @@ class Generation:
             completion_tokens=asked if isinstance(asked, int) and asked > 0 else settings.tokens,
             stream=body.get("stream") is True,
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            images=tuple(_images(body.get("messages"))) if chat else (),
         )
 
     def whole(self) -> bytes:
@@ -192,6 +209,7 @@ class Generation:
                         }
                     ],
                     "usage": usage,
+                    **({"images_seen": list(self.images)} if self.images else {}),
                 }
             )
         return _json(

@@ -67,11 +67,50 @@ class ServerSettings(BaseSettings):
         gt=0,
         description="Seconds of silence in a stream before the gateway sends an SSE comment.",
     )
+    image_max_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest image a chat request may carry or link to, in bytes (larger: 400).",
+    )
+    image_max_pixels: int = Field(
+        default=8192 * 4096, ge=1, description="Most pixels (width x height) an image may have."
+    )
+    image_max_count: int = Field(default=16, ge=1, description="Most images in one request.")
+    image_fetch: bool = Field(
+        default=True,
+        description="Fetch https:// image URLs in chat requests (off: only data: URIs).",
+    )
+    image_fetch_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a fetch of an image URL may take in all."
+    )
+    image_fetch_allow_http: bool = Field(
+        default=False, description="Fetch plain http:// image URLs too."
+    )
+    image_fetch_networks: str = Field(
+        default="",
+        description="Networks (CIDRs, comma-separated) images may be fetched from although "
+        "they are not public, e.g. an intranet's 10.0.0.0/8. Loopback, private and link-local "
+        "addresses are refused unless listed here.",
+    )
 
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
         return _log_level(value)
+
+    @field_validator("image_fetch_networks")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError as e:
+                raise ValueError(f"image_fetch_networks: {part!r} is not a network: {e}") from e
+        return value
+
+    def image_fetch_allowed(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        parts = (p.strip() for p in self.image_fetch_networks.split(","))
+        return tuple(ipaddress.ip_network(p, strict=False) for p in parts if p)
 
     @field_validator("bootstrap_password")
     @classmethod

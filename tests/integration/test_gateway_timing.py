@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,19 +21,10 @@ import openai
 import pytest
 
 from tests.fixtures.tiny_models import TinyModels
-from tests.helpers import (
-    Heartbeat,
-    ServerProcess,
-    client,
-    create_user,
-    deploy,
-    login,
-    register_worker,
-    run_server,
-    unique,
-)
-from tests.integration.test_gateway import poll, worker_status
-from tests.responder import RunningResponder, run_responder
+from tests.helpers import ServerProcess
+from tests.integration.fake_engines import fake_cluster
+from tests.integration.test_gateway import poll
+from tests.responder import RunningResponder
 
 KEEPALIVE_S = 0.3
 MAX_BODY = 64 * 1024
@@ -67,54 +57,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_models: TinyModels) -> 
         "CORRAL_GATEWAY_KEEPALIVE": str(KEEPALIVE_S),
         "CORRAL_GATEWAY_MAX_BODY": str(MAX_BODY),
     }
-    with ExitStack() as stack:
-        server = stack.enter_context(run_server(Path(tmp_path_factory.mktemp("timing")), env=env))
-        admin = stack.enter_context(
-            client(server.url, login(server.url, "admin", server.admin_password))
-        )
-        registered, worker = register_worker(server.url, server.cluster_token)
-        stack.enter_context(worker)
-        wid = registered["worker_id"]
-        assert worker.post(f"/api/v1/workers/{wid}/status", json=worker_status()).is_success
-        stack.enter_context(Heartbeat(server.url, wid, registered["credential"], worker_status))
-        engines = {
-            "slow": stack.enter_context(run_responder("--first-delay", "1.2")),
-            "trickle": stack.enter_context(
-                run_responder("--event-delay", "0.05", "--stream-events", "200")
-            ),
-            "rerank": stack.enter_context(run_responder()),
-        }
-        names = {}
-        for role in engines:
-            spec: dict[str, Any] = {"source": {"type": "local", "path": str(tiny_models.gguf_q8_0)}}
-            if role == "rerank":
-                spec["categories"] = ["reranker"]
-            names[role] = deploy(admin, name=unique(role), **spec)["name"]
-
-        def placed() -> list[dict[str, Any]] | None:
-            items: list[dict[str, Any]] = worker.get(f"/api/v1/workers/{wid}/assignments").json()[
-                "items"
-            ]
-            return items if len(items) == 3 else None
-
-        for item in poll("three instances placed", placed):
-            role = next(r for r, n in names.items() if n == item["model_name"])
-            port = int(engines[role].url.rsplit(":", 1)[1])
-            r = worker.post(
-                f"/api/v1/workers/{wid}/instances/{item['instance_id']}/status",
-                json={"state": "running", "port": port, "pid": engines[role].process.pid},
-            )
-            assert r.status_code == 204, r.text
-        user = stack.enter_context(create_user(admin)[1])
-        r = user.post("/api/v1/api-keys", json={"name": "timing"})
-        assert r.status_code == 201, r.text
+    roles: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+        "slow": (("--first-delay", "1.2"), {}),
+        "trickle": (("--event-delay", "0.05", "--stream-events", "200"), {}),
+        "rerank": ((), {"categories": ["reranker"]}),
+    }
+    directory = Path(tmp_path_factory.mktemp("timing"))
+    with fake_cluster(directory, tiny_models, roles, env=env) as cluster:
         yield Setup(
-            server=server,
-            key=r.json()["key"],
-            slow=names["slow"],
-            trickle=names["trickle"],
-            rerank=names["rerank"],
-            trickle_engine=engines["trickle"],
+            server=cluster.server,
+            key=cluster.key,
+            slow=cluster.names["slow"],
+            trickle=cluster.names["trickle"],
+            rerank=cluster.names["rerank"],
+            trickle_engine=cluster.engines["trickle"],
         )
 
 

@@ -30,6 +30,8 @@ from corral.server.controllers.placement import PlacementController
 from corral.server.db.engine import Database
 from corral.server.db.migrate import migrate
 from corral.server.gateway.app import open_gateway
+from corral.server.gateway.fetch import FetchPolicy, ImageFetcher
+from corral.server.gateway.images import ImageLimits, Images
 from corral.server.security import generate_password
 from corral.server.services.changes import ChangeSignal
 from corral.server.services.estimates import Estimator
@@ -77,6 +79,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                     db,
                     max_body=settings.gateway_max_body,
                     keepalive_s=settings.gateway_keepalive,
+                    images=_images(settings),
                 ) as gateway,
             ):
                 # What the management API needs of the gateway, without
@@ -156,3 +159,24 @@ async def _bootstrap(db: Database, settings: ServerSettings) -> BootstrapResult:
     if result.created and given is None:
         datadir.write_secret(settings.data_dir / datadir.INITIAL_PASSWORD_FILE, password)
     return result
+
+
+def _images(settings: ServerSettings) -> Images:
+    fetcher = (
+        ImageFetcher(
+            FetchPolicy(
+                timeout=settings.image_fetch_timeout,
+                max_bytes=settings.image_max_bytes,
+                allow_http=settings.image_fetch_allow_http,
+                allowed_networks=settings.image_fetch_allowed(),
+            )
+        )
+        if settings.image_fetch
+        else None
+    )
+    limits = ImageLimits(
+        max_bytes=settings.image_max_bytes,
+        max_pixels=settings.image_max_pixels,
+        max_images=settings.image_max_count,
+    )
+    return Images(limits, fetcher)

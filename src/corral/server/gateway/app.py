@@ -35,9 +35,10 @@ from corral.server.gateway.errors import (
     payload_too_large,
     unknown_url,
 )
+from corral.server.gateway.images import Images
 from corral.server.gateway.metering import Meter
 from corral.server.gateway.metrics import GatewayCollector, GatewayMetrics
-from corral.server.gateway.protocol import read_head
+from corral.server.gateway.protocol import model_of, parse_request, read_head
 from corral.server.gateway.relay import Relay, relay
 from corral.server.gateway.routes import Routes
 from corral.server.gateway.upstream import Pool
@@ -62,8 +63,9 @@ class _ClientGone(Exception):
 class Gateway:
     """Everything the gateway keeps per process."""
 
-    def __init__(self, db: Database, *, max_body: int, keepalive_s: float) -> None:
+    def __init__(self, db: Database, *, max_body: int, keepalive_s: float, images: Images) -> None:
         self.max_body = max_body
+        self.images = images
         self.callers = Callers(db)
         self.balancer = Balancer()
         self.metrics = GatewayMetrics()
@@ -100,13 +102,18 @@ class Gateway:
                 raise method_not_allowed(method, path, "POST")
             caller = await self.callers.resolve(authorization)
             body = await self._body(receive, length)
-            head, body = read_head(body)
-            model = head.model
+            request = parse_request(body)
+            model = model_of(request)
             route = await self.routes.find(model)
             if route is None:
                 raise model_not_found(model)
             if not route.upstreams:
                 raise model_not_running(model)
+            if endpoint == "chat":
+                body = await self.images.prepare(
+                    request, body, model=model, vision="vision" in route.categories
+                )
+            head, body = read_head(body, request)
             status = await relay(
                 self.relay,
                 receive,
@@ -233,12 +240,12 @@ def with_gateway(app: FastAPI) -> ASGIApp:
 
 @asynccontextmanager
 async def open_gateway(
-    app: FastAPI, db: Database, *, max_body: int, keepalive_s: float
+    app: FastAPI, db: Database, *, max_body: int, keepalive_s: float, images: Images
 ) -> AsyncIterator[Gateway]:
     """The gateway's parts for the app's lifespan: the routing table read
     once before the first request, then refreshed; usage flushed every second
     and once more at the end; upstream connections closed at the end."""
-    gateway = Gateway(db, max_body=max_body, keepalive_s=keepalive_s)
+    gateway = Gateway(db, max_body=max_body, keepalive_s=keepalive_s, images=images)
     with contextlib.suppress(Exception):
         await gateway.routes.refresh()
     tasks = [
@@ -257,3 +264,5 @@ async def open_gateway(
         except Exception as e:  # the database may be what is going away
             logger.warning("usage of the last second not written: %s", e)
         gateway.pool.close()
+        if images.fetcher is not None:
+            await images.fetcher.aclose()

@@ -41,23 +41,37 @@ class Usage:
     completion_tokens: int
 
 
-def read_head(body: bytes) -> tuple[RequestHead, bytes]:
-    """The request's head, and the body to send upstream (the same bytes,
-    unless a stream had to be asked for its usage). A 400 ``GatewayError``
-    when the body is not a JSON object or names no model."""
+def parse_request(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; a 400 ``GatewayError`` when it is not one."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise bad_request(f"The request body is not valid JSON: {e}", "invalid_json") from e
     if not isinstance(parsed, dict):
         raise bad_request("The request body must be a JSON object.", "invalid_json")
-    model = parsed.get("model")
+    return parsed
+
+
+def model_of(request: dict[str, Any]) -> str:
+    """The model a request names; a 400 ``GatewayError`` when it names none."""
+    model = request.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request(
             "The request body must name a model: 'model' is missing or not a string.",
             "missing_model",
             param="model",
         )
+    return model
+
+
+def read_head(body: bytes, parsed: dict[str, Any] | None = None) -> tuple[RequestHead, bytes]:
+    """The request's head, and the body to send upstream (the same bytes,
+    unless a stream had to be asked for its usage). ``parsed`` is ``body``
+    already parsed. A 400 ``GatewayError`` when the body is not a JSON object
+    or names no model."""
+    if parsed is None:
+        parsed = parse_request(body)
+    model = model_of(parsed)
     # Anything but a JSON true is a plain request to us; the engine rejects
     # a malformed value itself, and that answer is relayed as it is.
     stream = parsed.get("stream") is True
