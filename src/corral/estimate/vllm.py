@@ -10,6 +10,7 @@ overhead, and at least one sequence of ``max_model_len`` tokens of KV cache.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,15 @@ MAX_NUM_BATCHED_TOKENS = 8192
 """The token budget vLLM profiles its activation peak with (its v1 default)."""
 RUNTIME_OVERHEAD = 1024**3
 """CUDA context, NCCL buffers and CUDA graphs per GPU; not measured here (no GPU)."""
+IMAGES_PER_PROMPT = 4
+"""What corral passes as ``--limit-mm-per-prompt`` for a vision model (vLLM's
+own default, 999, makes it profile memory for far more images than anyone sends)."""
+VISION_PREFIXES = (
+    "visual.", "model.visual.", "vision_tower.", "model.vision_tower.", "vision_model.",
+    "model.vision_model.", "multi_modal_projector.", "model.multi_modal_projector.",
+    "mm_projector.", "model.mm_projector.", "vpm.", "resampler.", "vision_embed_tokens.",
+)  # fmt: skip
+"""Where checkpoints keep the vision encoder and projector's tensors."""
 
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "half": 2, "float": 4}
 _KV_DTYPE_BYTES = {
@@ -58,6 +68,7 @@ class TextConfig:
     """DeepSeek MLA: the cached width per token and layer (kv_lora_rank + rope dims)."""
     quantization: str | None
     vision: bool
+    vision_config: Mapping[str, Any] | None = None
 
 
 def _int(config: Mapping[str, Any], key: str, default: int | None = None) -> int:
@@ -121,6 +132,9 @@ def read_config(config: Mapping[str, Any]) -> TextConfig:
         mla_latent=kv_lora + rope if isinstance(kv_lora, int) and isinstance(rope, int) else None,
         quantization=str(quant.get("quant_method")) if isinstance(quant, dict) else None,
         vision=vision,
+        vision_config=config["vision_config"]
+        if isinstance(config.get("vision_config"), dict)
+        else None,
     )
 
 
@@ -149,6 +163,12 @@ class VllmEstimate:
     per_gpu_kv_min: int
     """One ``max_model_len`` sequence's KV cache on each GPU."""
     per_gpu_overhead: int
+    vision_weight_bytes: int = 0
+    """The vision encoder's and projector's weights, counted whole on every GPU
+    (part of ``per_gpu_weights``)."""
+    encoder_activation: int = 0
+    """Encoding the largest images profiled, and the encoder cache (part of
+    ``per_gpu_activation``)."""
 
     @property
     def per_gpu_need(self) -> int:
@@ -205,10 +225,13 @@ def estimate(
     kv_dtype = option(parameters, "--kv-cache-dtype") or "auto"
     kv_bytes = _KV_DTYPE_BYTES.get(kv_dtype) or c.dtype_bytes
     by_dtype: Counter[str] = Counter()
-    weights = 0
+    weights = vision_weights = 0
     for t in tensors:
         by_dtype[t.dtype] += t.n_elements
         weights += t.nbytes
+        if t.name.startswith(VISION_PREFIXES):
+            vision_weights += t.nbytes
+    encoder = _encoder_activation(c, parameters) if c.vision else 0
     per_token = _kv_per_token(c, kv_bytes)
     # KV heads split over the GPUs, or replicated when there are fewer heads than GPUs.
     kv_share = max(c.kv_heads // tp, 1) / c.kv_heads if c.mla_latent is None else 1.0
@@ -231,11 +254,59 @@ def estimate(
         max_model_len=max_len,
         tensor_parallel_size=tp,
         gpu_memory_utilization=utilization,
-        per_gpu_weights=weights // tp,
-        per_gpu_activation=activation,
+        per_gpu_weights=(weights - vision_weights) // tp + vision_weights,
+        per_gpu_activation=activation + encoder,
         per_gpu_kv_min=int(seq_kv * kv_share),
         per_gpu_overhead=RUNTIME_OVERHEAD,
+        vision_weight_bytes=vision_weights,
+        encoder_activation=encoder,
     )
+
+
+def images_per_prompt(parameters: Sequence[str]) -> int:
+    """Images per prompt vLLM profiles for: corral's default, or the user's
+    ``--limit-mm-per-prompt`` (``{"image": N}`` or ``{"image": {"count": N}}``)."""
+    raw = option(parameters, "--limit-mm-per-prompt")
+    if raw is None:
+        return IMAGES_PER_PROMPT
+    try:
+        value = json.loads(raw)
+        image = value.get("image", 999) if isinstance(value, dict) else None
+        count = image.get("count", 999) if isinstance(image, dict) else image
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError
+    except ValueError:
+        raise InvalidInputError(
+            f"--limit-mm-per-prompt {raw!r}: expected JSON such as '{{\"image\": 2}}'"
+        ) from None
+    return count
+
+
+def _encoder_activation(c: TextConfig, parameters: Sequence[str]) -> int:
+    """What encoding images adds to vLLM's profiled peak: the encoder's
+    activations for as many of the largest images as one step's token budget
+    holds (at most the per-prompt limit), and the encoder cache, which keeps a
+    step's worth of encoded image tokens. A rough, deliberately generous
+    figure: vLLM measures the real one while it starts."""
+    images = images_per_prompt(parameters)
+    if images == 0:
+        return 0
+    v = c.vision_config or {}
+    hidden = _int(v, "hidden_size", 1024)
+    intermediate = _int(v, "intermediate_size", 4 * hidden)
+    patch = _int(v, "patch_size", 14)
+    size = v.get("image_size")
+    merge = _int(v, "spatial_merge_size", 1)
+    if isinstance(size, int) and size > 0:
+        patches = (size // patch) ** 2
+        tokens = max(patches // (merge * merge), 1)
+    else:  # dynamic resolution (Qwen2-VL): the largest image fills the token budget
+        tokens = MAX_NUM_BATCHED_TOKENS
+        patches = tokens * merge * merge
+    at_once = max(1, min(images, MAX_NUM_BATCHED_TOKENS // tokens))
+    activation = at_once * patches * (4 * hidden + 2 * intermediate) * c.dtype_bytes
+    cache = MAX_NUM_BATCHED_TOKENS * c.hidden * c.dtype_bytes
+    return activation + cache
 
 
 def estimate_by_tp(

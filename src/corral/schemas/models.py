@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from corral.schemas.common import GpuId, InputModel, LabelKey, LabelValue, OutputModel
 
@@ -57,6 +57,11 @@ class HuggingFaceSource(InputModel):
         default=None, description="File name or glob, e.g. `*Q4_K_M.gguf`."
     )
     revision: Revision = "main"
+    mmproj: FileGlob | None = Field(
+        default=None,
+        description="GGUF only: the multimodal projector's file name or glob in the repo "
+        "(default: a `*mmproj*.gguf` next to the model, when there is one).",
+    )
 
 
 class ModelScopeSource(InputModel):
@@ -66,6 +71,9 @@ class ModelScopeSource(InputModel):
     ]
     filename: FileGlob | None = None
     revision: Revision | None = None
+    mmproj: FileGlob | None = Field(
+        default=None, description="GGUF only: the projector's file name or glob in the repo."
+    )
 
 
 class LocalSource(InputModel):
@@ -75,6 +83,17 @@ class LocalSource(InputModel):
         StringConstraints(pattern=r"^/", max_length=4096),
         Field(description="Absolute path on the worker: a file or a model directory."),
     ]
+    mmproj: (
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^/.*\.gguf$", max_length=4096),
+            Field(
+                description="GGUF only: the projector's absolute path (default: a "
+                "`*mmproj*.gguf` in the model's directory, when there is one)."
+            ),
+        ]
+        | None
+    ) = None
 
 
 ModelSource = Annotated[
@@ -129,6 +148,17 @@ class ModelCreate(_ModelSettings):
     distributed_inference: bool = True
     restart_on_error: bool = True
     categories: list[ModelCategory] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _projector_with_llama_cpp(self) -> Self:
+        if self.source.mmproj is not None and resolve_backend(self.source, self.backend) is not (
+            Backend.LLAMA_CPP
+        ):
+            raise ValueError(
+                "source.mmproj names a llama.cpp projector; it goes with a GGUF model on "
+                "llama.cpp (vLLM reads a vision model's encoder from its checkpoint)"
+            )
+        return self
 
 
 class ModelUpdate(_ModelSettings):

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from corral.schemas.common import OutputModel
-from corral.schemas.models import Backend
+from corral.schemas.models import Backend, ModelCategory
 
 
 class DeviceNeed(OutputModel):
@@ -25,6 +25,10 @@ class DeviceNeed(OutputModel):
 
 class PlanRead(OutputModel):
     backend: Backend
+    categories: list[ModelCategory] = Field(
+        description="The model's categories once deployed: those given, and `vision` when "
+        "its metadata shows a vision model (a projector, a vision config)."
+    )
     fits: bool
     message: str = Field(description="The placement in one line, or why nothing fits.")
     estimate: dict[str, Any] = Field(description="What the model needs, from its metadata.")

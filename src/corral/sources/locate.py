@@ -105,12 +105,32 @@ def _local_shards(directory: Path) -> list[ByteSource]:
     return [LocalFile(f) for f in files]
 
 
-def hf_glob(repo: str, pattern: str, client: httpx.Client, *, revision: str = "main") -> str:
-    """The file of a Hugging Face repo a glob names: the first match in name
-    order, and for a split model its first part."""
+def hf_files(repo: str, client: httpx.Client, *, revision: str = "main") -> list[str]:
+    """Every file of a Hugging Face repo at a revision, in name order."""
     token = os.environ.get("HF_TOKEN")
     info = _get_json(f"{hf_endpoint()}/api/models/{repo}/revision/{revision}", client, token)
-    names = sorted(str(s.get("rfilename")) for s in info.get("siblings", []) if isinstance(s, dict))
+    return sorted(str(s.get("rfilename")) for s in info.get("siblings", []) if isinstance(s, dict))
+
+
+def hf_url(repo: str, name: str, client: httpx.Client, *, revision: str = "main") -> ByteSource:
+    """One file of a Hugging Face repo, read over range requests."""
+    base = f"{hf_endpoint()}/{repo}/resolve/{revision}"
+    return HttpRangeSource(f"{base}/{name}", client, token=os.environ.get("HF_TOKEN"))
+
+
+def hf_glob(
+    repo: str,
+    pattern: str,
+    client: httpx.Client,
+    *,
+    revision: str = "main",
+    names: list[str] | None = None,
+) -> str:
+    """The file of a Hugging Face repo a glob names: the first match in name
+    order, and for a split model its first part. ``names``: the repo's
+    files, when already listed."""
+    if names is None:
+        names = hf_files(repo, client, revision=revision)
     matches = [n for n in names if fnmatch.fnmatch(n, pattern) and "mmproj" not in n.lower()]
     if not matches:
         raise InvalidInputError(f"no file in {repo}@{revision} matches {pattern!r}")

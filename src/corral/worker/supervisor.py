@@ -40,6 +40,7 @@ from corral.schemas.assignments import (
 )
 from corral.schemas.instances import InstanceState, LayerShare, RpcServerState
 from corral.schemas.models import Backend, ModelCategory
+from corral.sources.projectors import user_projector
 from corral.worker.files import ModelFiles, ModelFilesError, fetch_model_files
 from corral.worker.logs import InstanceLog
 from corral.worker.ports import PortsExhausted
@@ -210,7 +211,14 @@ class InstanceRunner:
                 )
 
         try:
-            return await fetch_model_files(a.source, a.backend, self.rt.models_dir, progress)
+            return await fetch_model_files(
+                a.source,
+                a.backend,
+                self.rt.models_dir,
+                progress,
+                # The user's --mmproj PATH or --no-mmproj replaces the search.
+                projector=user_projector(a.backend_parameters) is None,
+            )
         except ModelFilesError as e:
             raise LaunchFailed(e.message) from e
 

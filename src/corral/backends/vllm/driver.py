@@ -17,7 +17,7 @@ from corral.backends.base import (
 from corral.backends.flags import has_option
 from corral.backends.paths import install_root
 from corral.backends.vllm.install import BACKEND_DIR, MANIFEST
-from corral.estimate.vllm import GPU_MEMORY_UTILIZATION, MAX_MODEL_LEN_CAP
+from corral.estimate.vllm import GPU_MEMORY_UTILIZATION, IMAGES_PER_PROMPT, MAX_MODEL_LEN_CAP
 from corral.schemas.models import Backend, ModelCategory
 
 
@@ -55,6 +55,14 @@ class VllmDriver:
         if not has_option(params, "--gpu-memory-utilization"):
             argv += ["--gpu-memory-utilization", str(GPU_MEMORY_UTILIZATION)]
         argv += _pooling(installation.flags, request.categories)
+        if (
+            ModelCategory.VISION in request.categories
+            and "--limit-mm-per-prompt" in installation.flags
+            and not has_option(params, "--limit-mm-per-prompt")
+        ):
+            # vLLM profiles memory for its limit of images (999 by default);
+            # the estimate counts the same number.
+            argv += ["--limit-mm-per-prompt", json.dumps({"image": IMAGES_PER_PROMPT})]
         argv += params
         env = {
             "VLLM_API_KEY": request.api_key,  # not in argv: /proc/*/cmdline is public

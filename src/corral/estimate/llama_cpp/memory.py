@@ -37,6 +37,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from corral.estimate.gguf import GGUFModel, TensorInfo
 from corral.estimate.llama_cpp.hparams import ENCODERS, UNGATED_FFN, HParams, read_hparams
+from corral.estimate.llama_cpp.projector import projector_compute
 from corral.estimate.llama_cpp.settings import LlamaCppSettings
 
 CPU = "CPU"
@@ -204,6 +205,7 @@ class LlamaCppEstimate:
     compute: int
     """Compute buffer on each device that runs at least one layer."""
     projector: int
+    """The projector's weights and its encoder's compute buffer (``--mmproj``)."""
     hosts: tuple[Usage, ...]
     """Host memory with 0..n_layer+1 layers offloaded."""
     rows: tuple[OffloadRow, ...]
@@ -211,6 +213,12 @@ class LlamaCppEstimate:
     (empty devices: row 0 only)."""
     _prefix_weights: tuple[int, ...] = field(repr=False, default=())
     _prefix_kv: tuple[int, ...] = field(repr=False, default=())
+
+    @property
+    def _projector_device(self) -> int:
+        """mtmd puts the projector on the first local GPU, RPC devices coming
+        first in llama.cpp's order; with RPC devices only, on the first one."""
+        return next((j for j, d in enumerate(self.devices) if not d.startswith("RPC")), 0)
 
     @property
     def layers(self) -> int:
@@ -241,7 +249,7 @@ class LlamaCppEstimate:
             u.weights = pw[b] - pw[a]
             if a <= output_layer < b:
                 u.weights += self.tied_output
-            if j == 0 and gpu_layers > 0:
+            if j == self._projector_device and gpu_layers > 0 and self.settings.mmproj_offload:
                 u.weights += self.projector
             if self.settings.kv_offload:
                 u.kv = pk[b] - pk[a]
@@ -349,7 +357,9 @@ def estimate(
     output = settings.parallel * hp.n_vocab * 4
     if settings.embeddings:
         output += settings.parallel * hp.n_embd * 4
-    projector_bytes = projector.tensor_bytes if projector is not None else 0
+    projector_bytes = (
+        projector.tensor_bytes + projector_compute(projector) if projector is not None else 0
+    )
 
     hosts = []
     for gpu_layers in range(layers + 1):
@@ -359,7 +369,7 @@ def estimate(
         host.kv = sum(kv_layer[:first_gpu] if settings.kv_offload else kv_layer)
         host.weights = _mapped_span(model, hp, first_gpu, cpu)
         host.compute = inputs + (stage if first_gpu > 0 else 0)
-        if gpu_layers == 0:
+        if gpu_layers == 0 or not settings.mmproj_offload:
             host.weights += projector_bytes
         hosts.append(host)
 

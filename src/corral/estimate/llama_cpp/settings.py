@@ -49,6 +49,8 @@ class LlamaCppSettings:
     batch: int = DEFAULT_BATCH
     ubatch: int = DEFAULT_UBATCH
     embeddings: bool = False
+    mmproj_offload: bool = True
+    """The projector on the first GPU (llama.cpp's default) or on the CPU."""
 
 
 _VALUE_FLAGS = {
@@ -67,6 +69,8 @@ _SWITCHES = {
     "-kvo": ("kv_offload", True), "--kv-offload": ("kv_offload", True),
     "-kvu": ("kv_unified", True), "--kv-unified": ("kv_unified", True),
     "-no-kvu": ("kv_unified", False), "--no-kv-unified": ("kv_unified", False),
+    "--no-mmproj-offload": ("mmproj_offload", False),
+    "--mmproj-offload": ("mmproj_offload", True),
 }  # fmt: skip
 
 

@@ -3,7 +3,8 @@
 The worker builds the real command from its own installation and files; the
 server records what the placement decides (layers, split, devices, tensor
 parallel size, helpers) in the same driver's words, with placeholders for
-what only the worker knows: ``$MODEL_PATH``, ``$PORT``, helpers' ``$RPC_PORT``.
+what only the worker knows: ``$MODEL_PATH``, ``$MMPROJ_PATH``, ``$PORT``,
+helpers' ``$RPC_PORT``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ from corral.backends.base import Placement as LaunchPlacement
 from corral.backends.registry import driver
 from corral.scheduler import Placement
 from corral.schemas.models import Backend, ModelCategory
+from corral.sources.projectors import user_projector
 
 _NOMINAL_FLAGS = frozenset(
-    {"--kv-unified", "--log-verbosity", "--no-webui", "--fit", "LLAMA_API_KEY", "--runner"}
+    {
+        "--kv-unified",
+        "--log-verbosity",
+        "--no-webui",
+        "--fit",
+        "LLAMA_API_KEY",
+        "--runner",
+        "--limit-mm-per-prompt",
+    }
 )
 _EXECUTABLE = {Backend.LLAMA_CPP: ("llama-server",), Backend.VLLM: ("vllm", "serve")}
 
@@ -33,6 +43,7 @@ def implied_command(
     context_length: int | None,
     placement: Placement,
     helper_addresses: dict[int, str],
+    projector: str | None = None,
 ) -> list[str]:
     launcher = _EXECUTABLE[backend]
     installation = Installation(
@@ -45,7 +56,11 @@ def implied_command(
         flags=_NOMINAL_FLAGS,
         launcher=launcher if len(launcher) > 1 else (),
     )
-    model_path = source["path"] if source.get("type") == "local" else "$MODEL_PATH"
+    local = source.get("type") == "local"
+    model_path = source["path"] if local else "$MODEL_PATH"
+    mmproj = None
+    if projector is not None and not user_projector(parameters):
+        mmproj = Path(projector if local else "$MMPROJ_PATH")
     request = LaunchRequest(
         model_name=model_name,
         model_path=Path(model_path),
@@ -54,6 +69,7 @@ def implied_command(
         api_key="",
         categories=categories or frozenset({ModelCategory.LLM}),
         context_length=context_length,
+        mmproj_path=mmproj,
         placement=LaunchPlacement(
             gpu_indices=placement.gpus,
             gpu_layers=placement.gpu_layers,

@@ -220,6 +220,8 @@ async def _place_batch(
                 failed += not transient
                 waiting += transient
                 continue
+            if footprint.vision and ModelCategory.VISION not in model.categories:
+                await _mark_vision(s, model)
             # The same spec on the same snapshot gets the same answer.
             reason = unplaceable.get(model.id)
             result = None if reason else schedule(request_for(model, footprint), snapshot)
@@ -236,6 +238,15 @@ async def _place_batch(
                 placed += 1
     logger.debug("placed a batch of %d in %.3f s", done, time.perf_counter() - started)
     return done, placed, waiting, failed
+
+
+async def _mark_vision(s: AsyncSession, model: Model) -> None:
+    """Found in its metadata (a projector, a vision config): the model takes
+    images, which the gateway checks by this category and /v1/models shows."""
+    categories = [*(model.categories or [ModelCategory.LLM]), ModelCategory.VISION]
+    await s.execute(update(Model).where(Model.id == model.id).values(categories=categories))
+    model.categories = categories
+    logger.info("model %s (id %d) is a vision model", model.name, model.id)
 
 
 def _same_reason(new: str, shown: str | None) -> bool:
@@ -281,6 +292,7 @@ async def _assign(
         context_length=footprint.context_length,
         placement=placement,
         helper_addresses=addresses,
+        projector=footprint.projector,
     )
     result = await s.execute(
         update(Instance)

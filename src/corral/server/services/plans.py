@@ -12,6 +12,7 @@ from corral.scheduler import ClusterSnapshot, Placement, Unplaceable, schedule
 from corral.schemas.models import (
     VLLM_DEFAULT_WORKER_SELECTOR,
     Backend,
+    ModelCategory,
     ModelCreate,
     resolve_backend,
 )
@@ -55,9 +56,13 @@ async def plan_model(db: Database, estimator: Estimator, body: ModelCreate) -> P
     )
     result = schedule(request, snapshot)
     summary = describe_estimate(footprint)
+    shown = list(body.categories)
+    if footprint.vision and ModelCategory.VISION not in shown:
+        shown = [*(shown or [ModelCategory.LLM]), ModelCategory.VISION]
     if isinstance(result, Unplaceable):
         return PlanRead(
             backend=backend,
+            categories=shown,
             fits=False,
             message=result.summary,
             estimate=summary,
@@ -75,9 +80,11 @@ async def plan_model(db: Database, estimator: Estimator, body: ModelCreate) -> P
         context_length=footprint.context_length,
         placement=result,
         helper_addresses=addresses,
+        projector=footprint.projector,
     )
     return PlanRead(
         backend=backend,
+        categories=shown,
         fits=True,
         message=result.summary,
         estimate=summary,
@@ -107,6 +114,8 @@ def describe_estimate(footprint: Footprint) -> dict[str, Any]:
                 "ram": e.host(e.layers).total,
             },
             "cpu_only_ram": e.host(0).total,
+            "projector": footprint.projector,
+            "projector_bytes": e.projector,
             "download_bytes": footprint.download_bytes,
         }
     first = e[min(e)]
@@ -118,6 +127,9 @@ def describe_estimate(footprint: Footprint) -> dict[str, Any]:
         "kv_bytes_per_token": first.kv_bytes_per_token,
         "gpu_memory_utilization": first.gpu_memory_utilization,
         "per_gpu_need": {str(tp): est.per_gpu_need for tp, est in sorted(e.items())},
+        "vision": first.config.vision,
+        "vision_weights": first.vision_weight_bytes,
+        "encoder_activation": first.encoder_activation,
         "download_bytes": footprint.download_bytes,
     }
 

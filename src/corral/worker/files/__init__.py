@@ -38,6 +38,7 @@ async def fetch_model_files(
     hf_token: str | None = None,
     hf_endpoint: str | None = None,
     disk_free: DiskFree = disk_free,
+    projector: bool = True,
 ) -> ModelFiles:
     """The model's files, downloading what the cache lacks.
 
@@ -50,13 +51,15 @@ async def fetch_model_files(
     (``HF_TOKEN`` or its token file; ``HF_ENDPOINT`` as it was when
     huggingface_hub was imported, else https://huggingface.co).
     ``disk_free`` gives the free bytes of a directory's file system.
+    ``projector``: look for a GGUF model's multimodal projector (False when
+    the user's backend parameters say ``--no-mmproj`` or name their own).
     """
     if isinstance(source, LocalSource):
-        files = await asyncio.to_thread(check_local, source, backend)
+        files = await asyncio.to_thread(check_local, source, backend, projector=projector)
         on_progress(1.0)
         return files
     if isinstance(source, ModelScopeSource):
-        return await fetch_modelscope(source, backend, cache_dir, on_progress)
+        return await fetch_modelscope(source, backend, cache_dir, on_progress, projector=projector)
     return await fetch_huggingface(
         source,
         backend,
@@ -65,4 +68,5 @@ async def fetch_model_files(
         hf_token=hf_token,
         hf_endpoint=hf_endpoint,
         disk_free=disk_free,
+        projector=projector,
     )

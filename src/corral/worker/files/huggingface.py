@@ -84,6 +84,7 @@ async def fetch_huggingface(
     hf_token: str | None,
     hf_endpoint: str | None,
     disk_free: DiskFree,
+    projector: bool = True,
 ) -> ModelFiles:
     repo = _Repo(
         repo_id=source.repo_id,
@@ -93,7 +94,14 @@ async def fetch_huggingface(
         cache=(cache_dir / "huggingface").resolve(),
     )
     listing = await asyncio.to_thread(_list_repo, repo)
-    selection = select(listing.entries, backend, source.filename, repo.where)
+    selection = select(
+        listing.entries,
+        backend,
+        source.filename,
+        repo.where,
+        mmproj=source.mmproj,
+        projector=projector,
+    )
     files = _cached_files(repo, listing, selection)
     total = sum(f.size for f in files)
     lock = await asyncio.to_thread(

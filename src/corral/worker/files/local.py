@@ -1,8 +1,9 @@
 """Model files that are already on this machine: checked, never copied.
 
-A local GGUF gets no projector: a folder of GGUF files may hold several
-models' projectors, and guessing wrong would break a text model. Pass
-``--mmproj`` in the backend parameters instead.
+A local GGUF gets the projector the source names (``mmproj``), else one
+found in its directory by the rule of :mod:`corral.sources.projectors`
+(the server estimates with the same one). A directory holding several
+models' projectors should name one, or say ``--no-mmproj``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from pathlib import Path
 
 from corral.estimate.gguf import split_part_names
 from corral.schemas.models import Backend, LocalSource
+from corral.sources.projectors import pick_mmproj
 from corral.worker.files.result import ModelFiles, ModelFilesError
 
 
-def check_local(source: LocalSource, backend: Backend) -> ModelFiles:
-    """The model at ``source.path`` if ``backend`` can load it from there.
+def check_local(source: LocalSource, backend: Backend, *, projector: bool = True) -> ModelFiles:
+    """The model at ``source.path`` if ``backend`` can load it from there, and
+    its projector (unless ``projector`` is False).
     Blocking (file system calls): run it in a thread."""
     path = Path(source.path)
     if not path.exists():
@@ -33,7 +36,7 @@ def check_local(source: LocalSource, backend: Backend) -> ModelFiles:
                 f"{path} is a file, but vLLM needs a model directory with config.json "
                 "or a .gguf file."
             )
-        return ModelFiles(path=path)
+        return ModelFiles(path=path, mmproj=_projector(source, path) if projector else None)
     for name in parts:
         part = path.parent / name
         if not part.is_file():
@@ -42,7 +45,23 @@ def check_local(source: LocalSource, backend: Backend) -> ModelFiles:
                 f"{len(parts)}-part split model and every part is needed."
             )
         _check_readable(part)
-    return ModelFiles(path=path.parent / parts[0])
+    first = path.parent / parts[0]
+    return ModelFiles(path=first, mmproj=_projector(source, first) if projector else None)
+
+
+def _projector(source: LocalSource, model: Path) -> Path | None:
+    if source.mmproj is not None:
+        chosen = Path(source.mmproj)
+        if not chosen.is_file():
+            raise ModelFilesError(f"the projector {chosen} does not exist on this worker.")
+    else:
+        names = sorted(p.name for p in model.parent.glob("*.gguf") if p.is_file())
+        found = pick_mmproj(names, model.name)
+        if found is None:
+            return None
+        chosen = model.parent / found
+    _check_readable(chosen)
+    return chosen
 
 
 def _check_directory(path: Path, backend: Backend) -> ModelFiles:

@@ -41,13 +41,20 @@ def _import(name: str) -> ModuleType:
 
 
 async def fetch_modelscope(
-    source: ModelScopeSource, backend: Backend, cache_dir: Path, on_progress: Progress
+    source: ModelScopeSource,
+    backend: Backend,
+    cache_dir: Path,
+    on_progress: Progress,
+    *,
+    projector: bool = True,
 ) -> ModelFiles:
     _import("modelscope")
     revision = source.revision or DEFAULT_REVISION
     where = f"ModelScope model {source.model_id} at revision {revision}"
     entries = await asyncio.to_thread(_list_model, source.model_id, revision, where)
-    selection = select(entries, backend, source.filename, where)
+    selection = select(
+        entries, backend, source.filename, where, mmproj=source.mmproj, projector=projector
+    )
     lock = await asyncio.to_thread(repo_lock, cache_dir, "modelscope", source.model_id, revision)
     async with lock:
         directory = await asyncio.to_thread(

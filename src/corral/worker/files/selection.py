@@ -9,10 +9,9 @@ GGUF (llama.cpp, or a ``.gguf`` filename glob):
   ``name-0000N-of-0000M.gguf`` is fetched and the path is part 1. This is the
   rule the server's ``corral.sources.locate.hf_glob`` uses to estimate, so both
   mean the same file.
-- a projector is added when the repo has one: the one in the model file's
-  folder first, then one whose precision tag (``f16``, ``bf16``, ``q8_0`` …)
-  equals the model's, then an ``f16`` one (llama.cpp's usual projector), then
-  the first in name order.
+- a projector is added when the repo has one, or the one the user named, by
+  the rule of :mod:`corral.sources.projectors` (shared with the server's
+  estimate).
 
 Checkpoint (vLLM): files at the top level of the repo only (so ``original/``
 and other folders are left out) that match :data:`CHECKPOINT_FILES`, plus the
@@ -25,13 +24,12 @@ are never part of a checkpoint.
 from __future__ import annotations
 
 import fnmatch
-import posixpath
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from corral.estimate.gguf import split_part_names
 from corral.schemas.models import Backend
+from corral.sources.projectors import is_mmproj, pick_mmproj
 from corral.worker.files.result import ModelFilesError
 
 DEFAULT_GGUF_GLOB = "*.gguf"
@@ -46,8 +44,6 @@ CHECKPOINT_FILES = (
     "*.py",  # code of trust_remote_code models; run only with --trust-remote-code
 )
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth")
-
-_PRECISION = re.compile(r"(?<![a-z0-9])(bf16|fp16|fp32|f16|f32|i?q\d+(?:_[a-z0-9]+)*)(?![a-z0-9])")
 
 
 @dataclass(frozen=True)
@@ -70,20 +66,30 @@ class Selection:
 
 
 def select(
-    entries: Iterable[RepoEntry], backend: Backend, filename: str | None, where: str
+    entries: Iterable[RepoEntry],
+    backend: Backend,
+    filename: str | None,
+    where: str,
+    *,
+    mmproj: str | None = None,
+    projector: bool = True,
 ) -> Selection:
     """GGUF files for llama.cpp or a ``.gguf`` glob, else a checkpoint; ``filename``
-    only applies to GGUF."""
+    only applies to GGUF, and so do ``mmproj`` (the user's projector name or
+    glob) and ``projector`` (False: fetch none)."""
     if backend is Backend.LLAMA_CPP or (filename or "").lower().endswith(".gguf"):
-        return select_gguf(entries, filename, where)
+        return select_gguf(entries, filename, where, mmproj=mmproj, projector=projector)
     return select_checkpoint(entries, where)
 
 
-def is_mmproj(name: str) -> bool:
-    return "mmproj" in posixpath.basename(name).lower()
-
-
-def select_gguf(entries: Iterable[RepoEntry], pattern: str | None, where: str) -> Selection:
+def select_gguf(
+    entries: Iterable[RepoEntry],
+    pattern: str | None,
+    where: str,
+    *,
+    mmproj: str | None = None,
+    projector: bool = True,
+) -> Selection:
     """The GGUF model a glob names, its split parts and a projector.
     ``where`` names the repo in error messages ("Hugging Face repo a/b at revision main")."""
     pattern = pattern or DEFAULT_GGUF_GLOB
@@ -106,35 +112,11 @@ def select_gguf(entries: Iterable[RepoEntry], pattern: str | None, where: str) -
             f"{where} lacks {missing[0]}: {chosen} is part of a {len(parts)}-part split "
             "model and every part is needed."
         )
-    mmproj = pick_mmproj(gguf, parts[0])
-    files = sorted({*parts, *([mmproj] if mmproj else [])})
-    return Selection(files=tuple(files), main=parts[0], mmproj=mmproj)
-
-
-def pick_mmproj(names: Iterable[str], model: str) -> str | None:
-    """The projector to load with ``model``, by the rule in the module docstring."""
-    folder = posixpath.dirname(model)
-    precision = _precision(model)
-
-    def preference(name: str) -> tuple[bool, bool, bool, str]:
-        own = _precision(name)
-        return (
-            posixpath.dirname(name) != folder,
-            precision is None or own != precision,
-            own != "f16",
-            name,
-        )
-
-    candidates = [n for n in names if is_mmproj(n) and n.lower().endswith(".gguf")]
-    return min(candidates, key=preference) if candidates else None
-
-
-def _precision(name: str) -> str | None:
-    found = _PRECISION.findall(posixpath.basename(name).lower())
-    if not found:
-        return None
-    last: str = found[-1]
-    return {"fp16": "f16", "fp32": "f32"}.get(last, last)
+    chosen_projector = pick_mmproj(gguf, parts[0], mmproj) if projector else None
+    if projector and mmproj is not None and chosen_projector is None:
+        raise ModelFilesError(f"No GGUF file in {where} matches the projector name {mmproj!r}.")
+    files = sorted({*parts, *([chosen_projector] if chosen_projector else [])})
+    return Selection(files=tuple(files), main=parts[0], mmproj=chosen_projector)
 
 
 def select_checkpoint(entries: Iterable[RepoEntry], where: str) -> Selection:
