@@ -85,11 +85,20 @@ def _split(gpus: Sequence[Gpu]) -> tuple[float, ...]:
     return tuple(float(max(g.free // MIB, 1)) for g in gpus)
 
 
-def _price(e: LlamaCppEstimate, gpu_layers: int, gpus: Sequence[Gpu]) -> _Fit | None:
-    """The fit of ``gpu_layers`` layers over ``gpus`` split by free memory, or None."""
+def _price(
+    e: LlamaCppEstimate, gpu_layers: int, gpus: Sequence[Gpu], *, helper_gpus: int = 0
+) -> _Fit | None:
+    """The fit of ``gpu_layers`` layers over ``gpus`` split by free memory, or
+    None. The first ``helper_gpus`` are helpers' (RPC devices)."""
     split = _split(gpus)
     # Real GPU names (never "RPC…"): a helper's GPU holds a runtime context too.
-    usages = e.device_usage(gpu_layers, [f"gpu{i}" for i in range(len(gpus))], split)
+    # A projector goes to the primary's first GPU, or to the first if it has none.
+    usages = e.device_usage(
+        gpu_layers,
+        [f"gpu{i}" for i in range(len(gpus))],
+        split,
+        projector_at=helper_gpus if helper_gpus < len(gpus) else 0,
+    )
     if all(u.total <= g.free for u, g in zip(usages, gpus, strict=True)):
         return _Fit(gpu_layers, split, usages, e.host(gpu_layers))
     return None
@@ -238,7 +247,7 @@ def _distributed(q: _Search) -> list[_Candidate]:
                 continue
             local = tuple(usable[primary.id])
             devices = [g for _, gpus in helpers for g in gpus] + list(local)
-            fit = _price(e, e.layers, devices)
+            fit = _price(e, e.layers, devices, helper_gpus=len(devices) - len(local))
             if fit is not None and fit.host.total <= primary.ram_free:
                 out.append(
                     _Candidate(PlacementKind.DISTRIBUTED, primary, local, fit, helpers, workers)

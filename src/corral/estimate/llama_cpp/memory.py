@@ -215,12 +215,6 @@ class LlamaCppEstimate:
     _prefix_kv: tuple[int, ...] = field(repr=False, default=())
 
     @property
-    def _projector_device(self) -> int:
-        """mtmd puts the projector on the first local GPU, RPC devices coming
-        first in llama.cpp's order; with RPC devices only, on the first one."""
-        return next((j for j, d in enumerate(self.devices) if not d.startswith("RPC")), 0)
-
-    @property
     def layers(self) -> int:
         """Offloadable layers, the output layer included."""
         return self.hparams.n_layer + 1
@@ -233,23 +227,34 @@ class LlamaCppEstimate:
         return self.hosts[min(gpu_layers, self.layers)]
 
     def device_usage(
-        self, gpu_layers: int, devices: Sequence[str], split: Sequence[float] | None = None
+        self,
+        gpu_layers: int,
+        devices: Sequence[str],
+        split: Sequence[float] | None = None,
+        *,
+        projector_at: int | None = None,
     ) -> tuple[Usage, ...]:
         """Memory on each device when ``gpu_layers`` are offloaded over ``devices``
-        in llama.cpp's order, shared by ``split`` (default: equal)."""
+        in llama.cpp's order, shared by ``split`` (default: equal). The
+        projector, if any, goes to device ``projector_at`` (default: the first
+        whose name is not ``RPC…``, else the first)."""
         split = split or (1.0,) * len(devices)
         if len(split) < len(devices):
             split = (*split, *(0.0,) * (len(devices) - len(split)))
         ranges = layer_ranges(self.hparams.n_layer, gpu_layers, split[: len(devices)])
         output_layer = self.hparams.n_layer
         pw, pk = self._prefix_weights, self._prefix_kv
+        if projector_at is None:
+            # mtmd puts the projector on the first local GPU (RPC devices come
+            # first in llama.cpp's order); with RPC devices only, on the first one.
+            projector_at = next((j for j, d in enumerate(devices) if not d.startswith("RPC")), 0)
         out = []
         for j, (name, (a, b)) in enumerate(zip(devices, ranges, strict=True)):
             u = Usage(name, footprint=0 if name.startswith("RPC") else GPU_FOOTPRINT)
             u.weights = pw[b] - pw[a]
             if a <= output_layer < b:
                 u.weights += self.tied_output
-            if j == self._projector_device and gpu_layers > 0 and self.settings.mmproj_offload:
+            if j == projector_at and gpu_layers > 0 and self.settings.mmproj_offload:
                 u.weights += self.projector
             if self.settings.kv_offload:
                 u.kv = pk[b] - pk[a]

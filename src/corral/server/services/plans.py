@@ -144,8 +144,12 @@ def device_needs(
     if isinstance(e, LlamaCppEstimate) and placement.gpu_layers is not None:
         order = [(h.worker_id, g) for h in placement.helpers for g in h.gpus]
         order += [(placement.worker_id, g) for g in placement.gpus]
+        helper_gpus = len(order) - len(placement.gpus)
         usages = e.device_usage(
-            placement.gpu_layers, [f"gpu{i}" for i in range(len(order))], placement.tensor_split
+            placement.gpu_layers,
+            [f"gpu{i}" for i in range(len(order))],
+            placement.tensor_split,
+            projector_at=helper_gpus if placement.gpus else 0,
         )
         for (wid, gpu), u in zip(order, usages, strict=True):
             out.append(_need(wid, names.get(wid, ""), gpu, u.weights, u.kv, u.compute, u.total))
