@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from corral.backends.base import Installation, LaunchRequest, Placement
 from corral.backends.llama_cpp.driver import LlamaCppDriver, rpc_server_launch
 from corral.backends.vllm.driver import VllmDriver
+from corral.estimate.vllm import IMAGES_PER_PROMPT, images_per_prompt
 from corral.schemas.models import Backend, ModelCategory
 
 LLAMA_FLAGS = frozenset({"--kv-unified", "--no-webui", "--fit", "--log-verbosity", "LLAMA_API_KEY"})
@@ -270,3 +273,21 @@ def test_vllm_pooling_in_each_spelling(
 def test_vllm_is_ready_only_when_it_lists_the_model() -> None:
     probes = VllmDriver().readiness(hf_request())
     assert [(p.path, p.expect_model) for p in probes] == [("/health", None), ("/v1/models", "tiny")]
+
+
+def test_vllm_vision_models_get_an_image_limit_unless_the_user_sets_one() -> None:
+    vision = frozenset({ModelCategory.LLM, ModelCategory.VISION})
+    install = replace(VLLM_CPU, flags=VLLM_CPU.flags | {"--limit-mm-per-prompt"})
+    argv = VllmDriver().command(install, hf_request(categories=vision)).argv
+    assert json.loads(value(argv, "--limit-mm-per-prompt")) == {"image": IMAGES_PER_PROMPT}
+    assert "--limit-mm-per-prompt" not in VllmDriver().command(install, hf_request()).argv
+    own = ("--limit-mm-per-prompt", '{"image": 1}')
+    argv = VllmDriver().command(install, hf_request(categories=vision, backend_parameters=own)).argv
+    assert argv.count("--limit-mm-per-prompt") == 1 and argv[-2:] == list(own)
+    assert images_per_prompt(own) == 1
+    assert images_per_prompt(("--limit-mm-per-prompt", '{"image": {"count": 2}}')) == 2
+    # An older vLLM without the flag is not given it.
+    assert (
+        "--limit-mm-per-prompt"
+        not in VllmDriver().command(VLLM_CPU, hf_request(categories=vision)).argv
+    )
