@@ -37,23 +37,29 @@ def _source(
     revision: str | None,
     modelscope: str | None,
     local_path: str | None,
+    mmproj: str | None = None,
 ) -> dict[str, Any]:
     given = [s for s in (hf_repo, modelscope, local_path) if s]
     if len(given) != 1:
         raise CliError("give exactly one source: --hf-repo, --modelscope or --local-path")
+    source: dict[str, Any]
     if hf_repo:
-        source: dict[str, Any] = {"type": "huggingface", "repo_id": hf_repo, "filename": hf_file}
+        source = {"type": "huggingface", "repo_id": hf_repo, "filename": hf_file}
         if revision:
             source["revision"] = revision
-        return source
-    if modelscope:
-        return {
+    elif modelscope:
+        source = {
             "type": "modelscope",
             "model_id": modelscope,
             "filename": hf_file,
             "revision": revision,
         }
-    return {"type": "local", "path": str(Path(local_path or "").absolute())}
+    else:
+        source = {"type": "local", "path": str(Path(local_path or "").absolute())}
+        mmproj = str(Path(mmproj).absolute()) if mmproj else None
+    if mmproj:
+        source["mmproj"] = mmproj
+    return source
 
 
 @models_app.command("list")
@@ -97,6 +103,13 @@ def deploy(
     revision: Annotated[str | None, typer.Option()] = None,
     modelscope: Annotated[str | None, typer.Option(help="ModelScope model id.")] = None,
     local_path: Annotated[str | None, typer.Option(help="Path on the worker.")] = None,
+    mmproj: Annotated[
+        str | None,
+        typer.Option(
+            help="GGUF vision models: the projector's file name or glob in the repo, or its "
+            "path for --local-path (default: a *mmproj*.gguf beside the model)."
+        ),
+    ] = None,
     backend: Annotated[str, typer.Option(help="auto, llama.cpp (llama-box) or vllm.")] = "auto",
     backend_version: Annotated[str | None, typer.Option()] = None,
     backend_param: Annotated[
@@ -132,7 +145,7 @@ def deploy(
     """Deploy a model."""
     body: dict[str, Any] = {
         "name": name,
-        "source": _source(hf_repo, hf_file, revision, modelscope, local_path),
+        "source": _source(hf_repo, hf_file, revision, modelscope, local_path, mmproj),
         "backend": backend,
         "backend_version": backend_version,
         "backend_parameters": backend_param or [],
