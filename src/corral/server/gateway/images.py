@@ -108,10 +108,6 @@ def _data_only(value: object, where: str, kind: str) -> None:
         )
 
 
-def has_images(request: dict[str, Any]) -> bool:
-    return next(_parts(request), None) is not None
-
-
 def invalid_image(message: str, where: str, code: str = "invalid_image") -> GatewayError:
     return bad_request(message, code, param=where)
 
