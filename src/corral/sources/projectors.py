@@ -22,6 +22,7 @@ import fnmatch
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 _PRECISION = re.compile(r"(?<![a-z0-9])(bf16|fp16|fp32|f16|f32|i?q\d+(?:_[a-z0-9]+)*)(?![a-z0-9])")
 NO_PROJECTOR_FLAGS = ("--no-mmproj",)
@@ -66,6 +67,13 @@ def pick_mmproj(names: Iterable[str], model: str, pattern: str | None = None) ->
     else:
         candidates = [n for n in names if is_mmproj(n) and n.lower().endswith(".gguf")]
     return min(candidates, key=preference) if candidates else None
+
+
+def projector_beside(model: Path) -> Path | None:
+    """The projector in a local model file's directory, by the same rule."""
+    names = sorted(p.name for p in model.parent.glob("*.gguf") if p.is_file())
+    found = pick_mmproj(names, model.name)
+    return model.parent / found if found is not None else None
 
 
 def _precision(name: str) -> str | None:

@@ -31,7 +31,7 @@ from corral.estimate.vllm import VllmEstimate, estimate_by_tp, max_position
 from corral.schemas.models import Backend, ModelCategory
 from corral.sources.http import RemoteFileError
 from corral.sources.locate import CheckpointSource, GGUFSource, hf_files, hf_glob, hf_url, locate
-from corral.sources.projectors import pick_mmproj, user_projector
+from corral.sources.projectors import pick_mmproj, projector_beside, user_projector
 
 logger = logging.getLogger(__name__)
 
@@ -202,11 +202,10 @@ def find_projector(
     if source.get("type") == "local":
         model_path = Path(source["path"])
         if chosen is None:
-            names = sorted(p.name for p in model_path.parent.glob("*.gguf") if p.is_file())
-            found = pick_mmproj(names, model_path.name)
-            if found is None:
+            beside = projector_beside(model_path)
+            if beside is None:
                 return None
-            chosen = str(model_path.parent / found)
+            chosen = str(beside)
         if not Path(chosen).is_file():
             raise InvalidInputError(f"the projector {chosen} does not exist on the server")
         sources: list[ByteSource] = [LocalFile(Path(chosen))]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from corral.estimate.gguf import split_part_names
 from corral.schemas.models import Backend, LocalSource
-from corral.sources.projectors import pick_mmproj
+from corral.sources.projectors import projector_beside
 from corral.worker.files.result import ModelFiles, ModelFilesError
 
 
@@ -55,11 +55,10 @@ def _projector(source: LocalSource, model: Path) -> Path | None:
         if not chosen.is_file():
             raise ModelFilesError(f"the projector {chosen} does not exist on this worker.")
     else:
-        names = sorted(p.name for p in model.parent.glob("*.gguf") if p.is_file())
-        found = pick_mmproj(names, model.name)
+        found = projector_beside(model)
         if found is None:
             return None
-        chosen = model.parent / found
+        chosen = found
     _check_readable(chosen)
     return chosen
 
