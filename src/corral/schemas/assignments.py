@@ -54,6 +54,8 @@ class Assignment(OutputModel):
     """The key the backend must demand; the gateway presents it."""
     state: InstanceState
     restart_count: int
+    generation: int = 0
+    """Bumped by a restart request: a new value means stop the engine and start again."""
     helpers: list[HelperEndpoint] = Field(default_factory=list)
     """Distributed llama.cpp: the helpers' rpc-servers in ``--rpc`` order; the
     primary launches once every one is ready."""

@@ -23,6 +23,11 @@ Password = Annotated[str, StringConstraints(min_length=8, max_length=256)]
 class LoginRequest(InputModel):
     username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    cookie: bool = Field(
+        default=False,
+        description="Keep the session in an HttpOnly cookie (the web UI) instead of "
+        "returning its token.",
+    )
 
 
 class UserRead(OutputModel):
@@ -35,7 +40,10 @@ class UserRead(OutputModel):
 
 
 class LoginResponse(OutputModel):
-    token: str = Field(description="Session token: send as `Authorization: Bearer <token>`.")
+    token: str | None = Field(
+        description="Session token: send as `Authorization: Bearer <token>`; null when "
+        "the session went into a cookie."
+    )
     expires_at: datetime
     user: UserRead
 

@@ -77,6 +77,9 @@ class InstanceRead(OutputModel):
     state_message: str | None
     download_progress: float | None
     restart_count: int
+    generation: int = Field(
+        default=0, description="Bumped by each restart request (`POST .../restart`)."
+    )
     claim: dict[str, Any] | None
     placement: dict[str, Any] | None
     command: list[str] | None
@@ -86,3 +89,11 @@ class InstanceRead(OutputModel):
     """Where the engine put the layers, once it reported (llama.cpp)."""
     created_at: datetime
     updated_at: datetime
+
+
+class InstanceEventRead(OutputModel):
+    """One change of an instance's state (the newest 100 are kept)."""
+
+    state: InstanceState
+    message: str | None
+    at: datetime

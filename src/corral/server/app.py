@@ -16,6 +16,7 @@ from corral.server import datadir
 from corral.server.api import (
     api_keys,
     auth,
+    cluster,
     health,
     instances,
     metrics,
@@ -36,6 +37,7 @@ from corral.server.security import generate_password
 from corral.server.services.changes import ChangeSignal
 from corral.server.services.estimates import Estimator
 from corral.server.services.users import BootstrapResult, bootstrap_admin
+from corral.server.ui import UiHeaders, install_ui
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +102,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.stopping = asyncio.Event()
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")
-    for module in (auth, users, api_keys, workers, models, instances, usage):
+    for module in (auth, users, api_keys, workers, cluster, models, instances, usage):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    install_ui(app)
+    app.add_middleware(UiHeaders)
     return app
 
 

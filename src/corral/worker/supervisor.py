@@ -78,6 +78,7 @@ def _launch_inputs(a: Assignment) -> tuple[object, ...]:
         a.backend_parameters,
         a.env,
         a.categories,
+        a.generation,
     )
 
 

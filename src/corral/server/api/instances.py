@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from corral.errors import UnavailableError
 from corral.schemas.common import ItemList
-from corral.schemas.instances import InstanceRead, InstanceState
+from corral.schemas.instances import InstanceEventRead, InstanceRead, InstanceState
 from corral.server.api.deps import DbDep, PrincipalDep, WakeDep
 from corral.server.services import instances, rpc_servers
 
@@ -39,6 +39,26 @@ async def list_instances(
 async def get_instance(instance_id: int, db: DbDep, principal: PrincipalDep) -> InstanceRead:
     principal.require_admin()
     return await instances.get_instance(db, instance_id)
+
+
+@router.get("/{instance_id}/events")
+async def instance_events(
+    instance_id: int, db: DbDep, principal: PrincipalDep
+) -> ItemList[InstanceEventRead]:
+    """The instance's state history, oldest first (the newest 100 changes)."""
+    principal.require_admin()
+    return ItemList(items=await instances.instance_events(db, instance_id))
+
+
+@router.post("/{instance_id}/restart")
+async def restart_instance(
+    instance_id: int, db: DbDep, principal: PrincipalDep, wake: WakeDep
+) -> InstanceRead:
+    """Stop the instance's engine and start it again where it is."""
+    admin = principal.require_admin()
+    instance = await instances.restart_instance(db, instance_id, by=admin.username)
+    wake()
+    return instance
 
 
 @router.delete("/{instance_id}", status_code=204)

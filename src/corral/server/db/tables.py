@@ -187,6 +187,24 @@ class Instance(Timestamped, Base):
     layers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType, nullable=True)
     """Where the engine says it put the model's layers (llama.cpp), one entry
     per device: ``{"device", "first", "end", "memory"}``; None until it reports."""
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped by a restart request; the worker replaces the engine when it changes."""
+
+
+class InstanceEvent(Base):
+    """One change of an instance's state, with the message that came with it.
+    Written by a database trigger (migration 0006), never by the services."""
+
+    __tablename__ = "instance_events"
+    __table_args__ = NEVER_REUSE_IDS
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class RpcServer(Timestamped, Base):

@@ -23,16 +23,19 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from corral.server.cookie import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, session_from
 from corral.server.db.engine import Database
 from corral.server.gateway.balancer import Balancer
 from corral.server.gateway.callers import Callers
 from corral.server.gateway.errors import (
     GatewayError,
+    forbidden,
     internal_error,
     method_not_allowed,
     model_not_found,
     model_not_running,
     payload_too_large,
+    unauthenticated,
     unknown_url,
 )
 from corral.server.gateway.images import Images
@@ -42,6 +45,7 @@ from corral.server.gateway.protocol import model_of, parse_request, read_head
 from corral.server.gateway.relay import Relay, relay
 from corral.server.gateway.routes import Routes
 from corral.server.gateway.upstream import Pool
+from corral.server.security import CredentialKind, parse_credential
 from corral.server.services.routing import ModelRoute
 
 logger = logging.getLogger(__name__)
@@ -89,7 +93,7 @@ class Gateway:
         model = ""
         status = 500
         try:
-            authorization, length = _headers(scope)
+            authorization, length = _headers(scope, method)
             if not endpoint:
                 if path == "/v1/models" or path.startswith("/v1/models/"):
                     if method != "GET":
@@ -184,17 +188,45 @@ def _card(route: ModelRoute) -> dict[str, object]:
     }
 
 
-def _headers(scope: Scope) -> tuple[bytes | None, int | None]:
-    """The ``Authorization`` header and the declared body length."""
+def _headers(scope: Scope, method: str) -> tuple[bytes | None, int | None]:
+    """The credential (the ``Authorization`` header, else the web UI's
+    session cookie) and the declared body length."""
     authorization = None
+    cookie = None
+    csrf = False
     length = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value
+        elif name == b"cookie":
+            cookie = value
+        elif name == CSRF_HEADER_BYTES:
+            csrf = bool(value)
         elif name == b"content-length":
             with contextlib.suppress(ValueError):
                 length = int(value)
+    if authorization is None and cookie is not None:
+        authorization = _cookie_credential(cookie.decode("latin-1"), method, csrf)
     return authorization, length
+
+
+CSRF_HEADER_BYTES = CSRF_HEADER.encode()
+
+
+def _cookie_credential(cookie: str, method: str, csrf: bool) -> bytes | None:
+    """The UI's session as a bearer credential; a POST that relies on the
+    cookie must carry the CSRF header (see ``corral.server.cookie``)."""
+    token = session_from(cookie)
+    if token is None:
+        return None
+    credential = parse_credential(token)
+    if credential is None or credential.kind is not CredentialKind.SESSION:
+        raise unauthenticated(f"The {SESSION_COOKIE} cookie holds no session: sign in again.")
+    if method not in SAFE_METHODS and not csrf:
+        raise forbidden(
+            f"A request signed in by cookie must send the {CSRF_HEADER} header (the web UI does)."
+        )
+    return b"Bearer " + token.encode()
 
 
 async def _send_json(send: Send, status: int, payload: object) -> None:

@@ -60,6 +60,7 @@ async def list_assignments(db: Database, worker_id: int) -> Assignments:
             api_key=instance.api_key or "",
             state=InstanceState(instance.state),
             restart_count=instance.restart_count,
+            generation=instance.generation,
             helpers=helpers.get(instance.id, []),
         )
         for instance, model in rows

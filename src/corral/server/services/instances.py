@@ -10,9 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from corral.errors import ConflictError, NotFoundError
-from corral.schemas.instances import InstanceRead, InstanceState, RpcServerRead
+from corral.schemas.instances import (
+    InstanceEventRead,
+    InstanceRead,
+    InstanceState,
+    RpcServerRead,
+)
 from corral.server.db.engine import Database
-from corral.server.db.tables import Instance, Model, Worker
+from corral.server.db.tables import Instance, InstanceEvent, Model, Worker
 from corral.server.security import random_string
 from corral.server.services.routing import base_url
 from corral.server.services.rpc_servers import reads_of
@@ -83,6 +88,41 @@ async def get_instance(db: Database, instance_id: int) -> InstanceRead:
             raise NotFoundError(f"instance {instance_id} does not exist")
         helpers = await reads_of(s, [instance_id])
     return _to_read(*row, helpers)
+
+
+async def instance_events(db: Database, instance_id: int) -> list[InstanceEventRead]:
+    """The instance's state changes, oldest first."""
+    async with db.read() as s:
+        if await s.get(Instance, instance_id) is None:
+            raise NotFoundError(f"instance {instance_id} does not exist")
+        rows = await s.execute(
+            select(InstanceEvent)
+            .where(InstanceEvent.instance_id == instance_id)
+            .order_by(InstanceEvent.id)
+        )
+        return [InstanceEventRead.model_validate(e) for e in rows.scalars()]
+
+
+async def restart_instance(db: Database, instance_id: int, by: str) -> InstanceRead:
+    """Ask the instance's worker to stop its engine and start it again, in
+    the same place (its claim is kept). 409 when it is not placed: a pending
+    instance starts by itself once it fits."""
+    async with db.write() as s:
+        instance = await s.get(Instance, instance_id, with_for_update=True)
+        if instance is None:
+            raise NotFoundError(f"instance {instance_id} does not exist")
+        if instance.worker_id is None or instance.placement is None:
+            raise ConflictError(
+                f"instance {instance.name} is not placed on a worker yet, so there is "
+                f"nothing to restart: it starts once placed ({instance.state_message})"
+            )
+        instance.generation += 1
+        instance.state = InstanceState.SCHEDULED
+        instance.state_message = f"restart asked by {by}"
+        instance.pid = None
+        instance.layers = None
+    logger.info("instance %s (id %d): restart asked by %s", instance.name, instance_id, by)
+    return await get_instance(db, instance_id)
 
 
 async def delete_instance(db: Database, instance_id: int) -> None:

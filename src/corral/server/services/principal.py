@@ -13,6 +13,8 @@ class Principal:
     user: UserRead | None = None
     worker_id: int | None = None
     session_id: str | None = None
+    via_cookie: bool = False
+    """Signed in through the web UI's cookie rather than a bearer token."""
 
     @property
     def is_admin(self) -> bool:
