@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test backends check format clean
+.PHONY: run test backends browser check format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/corral start $(ARGS)
 
-test: backends
+test: backends browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The engines the end-to-end tests run: llama.cpp (CPU build, ~6-12 min the
@@ -29,6 +29,16 @@ test: backends
 backends: $(STAMP)
 	$(BIN)/corral backend install llama.cpp --gpu cpu --data-dir $(VENV)/backends-seed
 	$(BIN)/corral backend install vllm --data-dir $(VENV)/backends-seed
+
+# Headless Chromium for the web UI's browser tests, from Debian's packages:
+# Playwright drives it; Playwright's own browser download cannot work here.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the browser tests ..."; \
+		$(SUDO) apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version 2>/dev/null
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -104,7 +104,9 @@ async function route() {
   } catch (e) {
     fill(main, h("h1", {}, page.title), h("p", { class: "note error", role: "alert" }, e.message));
   }
-  main.focus({ preventScroll: true });
+  // Move focus to the new content (screen readers announce it), unless the
+  // page already put it somewhere useful, such as the first field of a form.
+  if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
 }
 
 function warnIfClear() {

@@ -176,6 +176,7 @@ function chatPanel(models) {
           if (first === null) first = performance.now();
           chunks += 1;
           answer.append(delta);
+          answer.dataset.chunks = String(chunks); // how many pieces arrived, for tests
           log.scrollTop = log.scrollHeight;
         }
         if (data.usage) usage = data.usage;
