@@ -46,6 +46,11 @@ class ServerSettings(BaseSettings):
     cluster_token: SecretStr | None = None
     log_level: str = "info"
     session_ttl_hours: int = Field(default=24 * 7, ge=1)
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="Mark the web UI's session cookie Secure: true behind a TLS proxy, "
+        "false never; unset: on https and loopback addresses only.",
+    )
     heartbeat_timeout: float = Field(
         default=15.0, gt=0, description="Seconds without a heartbeat before a worker is not ready."
     )

@@ -223,6 +223,24 @@ def test_a_model_too_big_for_each_worker_is_split_recovers_and_leaves_nothing(
         _check_split(instance, {helper})
         assert _chat(server, key, model["name"]) > 0
 
+        # A restart asked through the API restarts the helper's rpc-server too,
+        # in place: same workers, same claim, fresh processes, serving again.
+        r = admin.post(f"/api/v1/instances/{instance['id']}/restart")
+        assert r.status_code == 200, r.text
+        before = instance
+
+        def restarted_on_request() -> dict[str, Any] | None:
+            [i] = instances(admin, model["id"])
+            [r] = i["rpc_servers"]
+            fresh = i["state"] == "running" and r["state"] == "ready" and r["pid"] != rpc["pid"]
+            return i if fresh and i["pid"] != before["pid"] else None
+
+        instance = wait_for("a restart of primary and helper", restarted_on_request, timeout=60)
+        assert (instance["generation"], instance["claim"]) == (1, before["claim"])
+        assert not alive(rpc["pid"]) and not alive(before["pid"])
+        [rpc] = instance["rpc_servers"]
+        assert _chat(server, key, model["name"]) > 0
+
         # The helper worker dies: its rpc-server goes with it, and the instance
         # is placed again over the two workers left.
         workers[helper].process.send_signal(signal.SIGKILL)

@@ -226,7 +226,7 @@ def test_a_newcomer_runs_a_model_from_the_browser(site: Site) -> None:
     sdk = openai.OpenAI(base_url=f"{site.server.url}/v1", api_key=key, max_retries=0)
     assert "tiny" in [m.id for m in sdk.models.list()]
     page.get_by_role("button", name="Revoke laptop").click()
-    page.get_by_role("button", name="Revoke laptop").click()
+    page.get_by_role("button", name="Really revoke laptop? Press again").click()
     expect(page.get_by_text("Key laptop revoked")).to_be_visible()
     expect(page.get_by_role("cell", name="laptop", exact=True)).to_have_count(0)
     with pytest.raises(openai.AuthenticationError):

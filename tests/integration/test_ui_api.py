@@ -181,11 +181,21 @@ def test_state_history_and_restart_in_place(
     # The worker sees the new generation in its assignment.
     assignments = worker.get(f"/api/v1/workers/{wid}/assignments").json()["items"]
     assert [a["generation"] for a in assignments if a["instance_id"] == iid] == [1]
+    # A report still on its way from the replaced engine is dropped...
+    stale = {**report, "generation": 0}
+    r = worker.post(f"/api/v1/workers/{wid}/instances/{iid}/status", json=stale)
+    assert r.status_code == 204, r.text
+    assert admin.get(f"/api/v1/instances/{iid}").json()["state"] == "scheduled"
+    # ... while the new one's news counts.
+    starting = {"state": "starting", "generation": 1}
+    r = worker.post(f"/api/v1/workers/{wid}/instances/{iid}/status", json=starting)
+    assert r.status_code == 204, r.text
 
     events = admin.get(f"/api/v1/instances/{iid}/events").json()["items"]
-    assert [e["state"] for e in events] == ["pending", "scheduled", "running", "scheduled"]
+    states = [e["state"] for e in events]
+    assert states == ["pending", "scheduled", "running", "scheduled", "starting"]
     assert events[0]["message"] == "waiting to be scheduled"
-    assert events[-1]["message"] == "restart asked by admin"
+    assert events[-2]["message"] == "restart asked by admin"
     times = [e["at"] for e in events]
     assert times == sorted(times)
 

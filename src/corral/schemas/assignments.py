@@ -78,6 +78,8 @@ class RpcServerAssignment(OutputModel):
     secret: str
     """Opens this rpc-server's log on this worker (the server presents it)."""
     state: RpcServerState
+    generation: int = 0
+    """The instance's generation: a restart request restarts its helpers too."""
 
 
 class Assignments(OutputModel):
@@ -103,6 +105,9 @@ class InstanceStatusReport(InputModel):
     restart_count: Annotated[int, Field(ge=0)] | None = None
     layers: Annotated[list[LayerShare], Field(max_length=1024)] | None = None
     """Where the engine put the layers (llama.cpp), sent once it is running."""
+    generation: Annotated[int, Field(ge=0)] | None = None
+    """The assignment's generation the report is about; a report from before
+    a restart request is dropped."""
 
 
 class RpcServerStatusReport(InputModel):

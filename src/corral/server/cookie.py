@@ -11,13 +11,14 @@ The cookie is ``Secure`` whenever the browser will keep a Secure cookie: on
 https, and on loopback addresses, which browsers treat as secure contexts.
 A server reached over plain http on a network address gets a cookie without
 it (or the sign-in could never work) and the UI says the connection is not
-encrypted; put corral behind TLS for that (docs/ui.md).
+encrypted; put corral behind TLS for that (docs/ui.md). Behind a TLS proxy
+that corral cannot recognise, ``cookie_secure`` (``CORRAL_COOKIE_SECURE``)
+says so instead of the guess.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from http.cookies import CookieError, SimpleCookie
 
 SESSION_COOKIE = "corral_session"
 CSRF_HEADER = "x-corral-csrf"
@@ -25,24 +26,30 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def session_from(cookie_header: str | None) -> str | None:
-    """The session token in a ``Cookie`` header, if there is one."""
+    """The session token in a ``Cookie`` header, if there is one.
+
+    Parsed by hand, leniently, as browsers send it: ``http.cookies`` stops at
+    the first cookie it dislikes, so another application's cookie on the
+    same host (cookies ignore ports) would hide ours."""
     if not cookie_header:
         return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(cookie_header)
-    except CookieError:
-        return None
-    morsel = jar.get(SESSION_COOKIE)
-    return morsel.value if morsel is not None and morsel.value else None
+    for part in cookie_header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name == SESSION_COOKIE and value:
+            return value.strip('"')
+    return None
 
 
 def is_secure_origin(scheme: str, host: str) -> bool:
-    """Whether a browser keeps a Secure cookie set by this origin."""
+    """Whether a browser keeps a Secure cookie set by this origin (https, or
+    a loopback host: ``localhost``, ``127.0.0.1:7321``, ``[::1]:7321``)."""
     if scheme == "https":
         return True
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]").lower()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host[1:]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:

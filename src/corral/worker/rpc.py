@@ -121,10 +121,11 @@ class RpcServerRunner:
         self._task = asyncio.create_task(self._run(), name=self.key)
 
     def differs(self, a: RpcServerAssignment) -> bool:
-        return (a.device, a.backend_version, a.secret) != (
+        return (a.device, a.backend_version, a.secret, a.generation) != (
             self.assignment.device,
             self.assignment.backend_version,
             self.assignment.secret,
+            self.assignment.generation,
         )
 
     def resync(self, a: RpcServerAssignment) -> None:

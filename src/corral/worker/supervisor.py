@@ -124,6 +124,7 @@ class InstanceRunner:
                 "state": state,
                 "state_message": message,
                 "restart_count": self.restart_count,
+                "generation": self.assignment.generation,
                 **fields,
             }
         )

@@ -55,4 +55,7 @@ async def me(principal: PrincipalDep) -> UserRead:
 
 
 def _secure(request: Request) -> bool:
+    configured: bool | None = request.app.state.settings.cookie_secure
+    if configured is not None:
+        return configured
     return is_secure_origin(request.url.scheme, request.headers.get("host", ""))

@@ -122,14 +122,23 @@ async def report_instance(
                 Instance.id == instance_id,
                 Instance.worker_id == worker_id,
                 Instance.state != InstanceState.PENDING,
+                *(
+                    [Instance.generation == report.generation]
+                    if report.generation is not None
+                    else []
+                ),
             )
             .values(**values)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
             return
         exists = (
-            await s.execute(select(Instance.worker_id).where(Instance.id == instance_id))
+            await s.execute(
+                select(Instance.worker_id, Instance.generation).where(Instance.id == instance_id)
+            )
         ).first()
     if exists is None:
         raise NotFoundError(f"instance {instance_id} does not exist")
+    if exists.worker_id == worker_id and report.generation not in (None, exists.generation):
+        return  # news from the engine a restart replaced: the new one reports for itself
     raise ConflictError(f"instance {instance_id} is not assigned to worker {worker_id}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -15,9 +15,11 @@ from corral.schemas.instances import (
     InstanceRead,
     InstanceState,
     RpcServerRead,
+    RpcServerState,
 )
+from corral.schemas.workers import WorkerState
 from corral.server.db.engine import Database
-from corral.server.db.tables import Instance, InstanceEvent, Model, Worker
+from corral.server.db.tables import Instance, InstanceEvent, Model, RpcServer, Worker
 from corral.server.security import random_string
 from corral.server.services.routing import base_url
 from corral.server.services.rpc_servers import reads_of
@@ -116,7 +118,22 @@ async def restart_instance(db: Database, instance_id: int, by: str) -> InstanceR
                 f"instance {instance.name} is not placed on a worker yet, so there is "
                 f"nothing to restart: it starts once placed ({instance.state_message})"
             )
+        worker = await s.get(Worker, instance.worker_id)
+        if worker is None or worker.state != WorkerState.READY:
+            state = worker.state if worker is not None else "gone"
+            raise ConflictError(
+                f"instance {instance.name}'s worker is {state}, so it cannot restart the "
+                f"engine now; once the worker is back (or the instance is placed elsewhere) "
+                f"try again"
+            )
         instance.generation += 1
+        # Its helpers restart too (their assignments carry the generation);
+        # the primary waits for them to be ready again.
+        await s.execute(
+            update(RpcServer)
+            .where(RpcServer.instance_id == instance_id)
+            .values(state=RpcServerState.PENDING, state_message=f"restart asked by {by}", pid=None)
+        )
         instance.state = InstanceState.SCHEDULED
         instance.state_message = f"restart asked by {by}"
         instance.pid = None

@@ -102,7 +102,14 @@ async def mark_unreachable(s: AsyncSession, worker_id: int, message: str) -> Non
 async def helper_assignments(s: AsyncSession, worker_id: int) -> list[RpcServerAssignment]:
     primary = Worker.__table__.alias("primary_worker")
     rows = await s.execute(
-        select(RpcServer, Instance.name, Model.name, Model.backend_version, primary.c.name)
+        select(
+            RpcServer,
+            Instance.name,
+            Instance.generation,
+            Model.name,
+            Model.backend_version,
+            primary.c.name,
+        )
         .join(Instance, Instance.id == RpcServer.instance_id)
         .join(Model, Model.id == Instance.model_id)
         .join(primary, primary.c.id == Instance.worker_id)
@@ -121,8 +128,9 @@ async def helper_assignments(s: AsyncSession, worker_id: int) -> list[RpcServerA
             backend_version=version,
             secret=row.secret,
             state=RpcServerState(row.state),
+            generation=generation,
         )
-        for row, instance_name, model_name, version, primary_name in rows
+        for row, instance_name, generation, model_name, version, primary_name in rows
     ]
 
 

@@ -13,8 +13,12 @@ export class ApiError extends Error {
   }
 }
 
-/** Turn any failed response into an ApiError with a sentence for people. */
-export async function failure(response) {
+/**
+ * Turn any failed response into an ApiError with a sentence for people. A
+ * 401 means the session is over (unless `keepSession`: a wrong current
+ * password is a 401 too) and sends the page back to sign-in.
+ */
+export async function failure(response, { keepSession = false } = {}) {
   let message = "";
   let code = "";
   try {
@@ -27,13 +31,13 @@ export async function failure(response) {
   if (!message) message = `The server answered ${response.status} ${response.statusText}.`;
   message = message.charAt(0).toUpperCase() + message.slice(1);
   if (!/[.!?]$/.test(message)) message += ".";
-  if (response.status === 401) {
+  if (response.status === 401 && !keepSession) {
     window.dispatchEvent(new CustomEvent("corral:signed-out"));
   }
   return new ApiError(response.status, message, code);
 }
 
-export async function send(method, path, body, { signal } = {}) {
+export async function send(method, path, body, { signal, keepSession } = {}) {
   const headers = { ...CSRF, Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
@@ -49,7 +53,7 @@ export async function send(method, path, body, { signal } = {}) {
     if (e.name === "AbortError") throw e;
     throw new ApiError(0, "The server did not answer; check that corral is running and try again.");
   }
-  if (!response.ok) throw await failure(response);
+  if (!response.ok) throw await failure(response, { keepSession });
   if (response.status === 204) return null;
   return response.json();
 }

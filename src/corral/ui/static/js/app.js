@@ -20,6 +20,7 @@ const PAGES = {
 const main = document.getElementById("main");
 let me = null;
 let leave = null;
+let visit = 0; // counts navigations, so a slow page load can tell it was left
 
 const ctx = {
   get me() { return me; },
@@ -74,11 +75,17 @@ function shell() {
 }
 
 async function route() {
+  // In-page anchors are not pages: keep the page shown (or show home).
+  if (location.hash && !location.hash.startsWith("#/")) {
+    if (visit === 0) ctx.go("#/");
+    return;
+  }
   const [name = "", ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   if (!me && name !== "signin") return ctx.go("#/signin");
   if (me && (name === "" || name === "signin")) return ctx.go(home());
   if (me?.password_change_required && name !== "password") return ctx.go("#/password");
   const page = PAGES[name];
+  const mine = ++visit;
   if (leave) {
     leave();
     leave = null;
@@ -99,9 +106,19 @@ async function route() {
   fill(main, h("p", { class: "muted" }, "Loading…"));
   try {
     const module = await page.load();
-    fill(main);
-    leave = (await module.render(main, ctx, rest)) || null;
+    if (mine !== visit) return;
+    const here = h("div");
+    fill(main, here);
+    const stop = (await module.render(here, ctx, rest)) || null;
+    if (mine !== visit) {
+      // Left while it loaded: stop what it started, and drop what it drew.
+      stop?.();
+      here.remove();
+      return;
+    }
+    leave = stop;
   } catch (e) {
+    if (mine !== visit) return;
     fill(main, h("h1", {}, page.title), h("p", { class: "note error", role: "alert" }, e.message));
   }
   // Move focus to the new content (screen readers announce it), unless the
@@ -121,6 +138,10 @@ function warnIfClear() {
 }
 
 window.addEventListener("hashchange", route);
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  main.focus();
+});
 window.addEventListener("corral:signed-out", () => {
   if (me) {
     me = null;

@@ -1,6 +1,10 @@
 // Small helpers to build the page. Text always goes in as text (never as
 // markup), so a model's answer or a user's input can never become HTML.
 
+// Links and images point into the UI, to the web, or at image data; never
+// at `javascript:` (the CSP would block it too: this is the first wall).
+const SAFE_URL = /^(#|\/(?!\/)|https?:|data:image\/|blob:)/i;
+
 /** An element: h("a", {href: "#/x", class: "c"}, "text", child, [more]). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -12,6 +16,8 @@ export function h(tag, attrs = {}, ...children) {
       Object.assign(el.dataset, value);
     } else if (name === "style" && typeof value === "object") {
       Object.assign(el.style, value);
+    } else if ((name === "href" || name === "src") && !SAFE_URL.test(String(value))) {
+      throw new Error(`refusing ${name}=${value}: not a page, web or image address`);
     } else if (value === true) {
       el.setAttribute(name, "");
     } else if (name in el && typeof value !== "string") {
@@ -30,6 +36,22 @@ export function append(el, children) {
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return el;
+}
+
+/**
+ * Rebuild `el` with `build()` without losing the keyboard focus: the
+ * element that had it (found again by href, id or aria-label) gets it back.
+ */
+export function rebuild(el, build) {
+  const focused = document.activeElement;
+  const key = el.contains(focused) && focused !== el
+    ? ["href", "id", "aria-label"].map((a) => [a, focused.getAttribute(a)]).find(([, v]) => v)
+    : null;
+  fill(el, build());
+  if (key) {
+    const again = [...el.querySelectorAll(`[${key[0]}]`)].find((x) => x.getAttribute(key[0]) === key[1]);
+    again?.focus({ preventScroll: true });
+  }
 }
 
 /** Replace an element's content. */

@@ -89,6 +89,11 @@ def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     for statement in _POSTGRES_TRIGGERS if postgres else _SQLITE_TRIGGERS:
         op.execute(statement)
+    # Instances that exist already start their history with their state now.
+    op.execute(
+        "INSERT INTO instance_events (instance_id, state, message, at) "
+        f"SELECT id, state, state_message, {'now()' if postgres else _SQLITE_NOW} FROM instances"
+    )
 
 
 def downgrade() -> None:

@@ -2,7 +2,7 @@
 // GPU as a bar of memory (claimed per instance, system-reserved, free).
 // Refreshed every 2 s while the page is visible.
 import { get, poll } from "../api.js";
-import { ago, badge, bytes, fill, h, hue, note } from "../dom.js";
+import { ago, badge, bytes, h, hue, note, rebuild } from "../dom.js";
 
 const EVERY_MS = 2000;
 
@@ -17,7 +17,7 @@ export function render(main) {
   );
   return poll(async () => {
     const cluster = await get("/api/v1/cluster");
-    fill(list, cluster.workers.length
+    rebuild(list, () => cluster.workers.length
       ? cluster.workers.map(worker)
       : h("p", { class: "card" },
         "No worker has joined yet. Start one with `corral worker --server-url … --token …` " +

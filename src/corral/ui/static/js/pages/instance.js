@@ -6,6 +6,7 @@ import { badge, bytes, fill, h, note, table, toast, when } from "../dom.js";
 
 const EVERY_MS = 2000;
 const LOG_LINES = 200;
+const LOG_KEEP = 4000; // pieces of followed log kept on the page; older ones go
 
 export function render(main, ctx, [id]) {
   const problem = h("p", { hidden: true });
@@ -154,6 +155,7 @@ function logView(id) {
         if (done) break;
         const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
         pre.append(value);
+        while (pre.childNodes.length > LOG_KEEP) pre.firstChild.remove();
         if (atEnd) pre.scrollTop = pre.scrollHeight;
       }
       if (follow.checked && mine === controller) note(message, "The log stream ended (the engine stopped or the server restarted).", "warn");

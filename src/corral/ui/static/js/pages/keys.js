@@ -31,6 +31,7 @@ export async function render(main, ctx) {
       if (button.dataset.sure !== "1") {
         button.dataset.sure = "1";
         button.textContent = "Click again to revoke";
+        button.setAttribute("aria-label", `Really revoke ${k.name}? Press again`);
         return;
       }
       try {

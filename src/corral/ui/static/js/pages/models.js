@@ -1,7 +1,7 @@
 // Models: the list (replicas ready / wanted, backend, categories) and one
 // model with its instances. Admins scale and delete; everyone may look.
 import { del, get, patch, poll } from "../api.js";
-import { badge, fill, h, note, table, toast, when } from "../dom.js";
+import { badge, fill, h, note, rebuild, table, toast, when } from "../dom.js";
 
 const EVERY_MS = 2000;
 
@@ -39,7 +39,7 @@ function list(main, ctx) {
     const now = JSON.stringify(models);
     if (now === shown || busy(body)) return;
     shown = now;
-    fill(body, models.length ? table(
+    rebuild(body, () => models.length ? table(
       ["Name", "Replicas", "Backend", "Categories", "Source", ...(ctx.isAdmin ? ["Actions"] : [])],
       models.map((m) => [
         h("a", { href: `#/models/${m.id}` }, m.name),
@@ -85,6 +85,8 @@ function actions(m, ctx, after) {
       type: "button", class: "danger", onclick: async () => {
         try {
           await del(`/api/v1/models/${m.id}`);
+          confirm.hidden = true;
+          remove.hidden = false;
           toast(`${m.name} deleted.`);
           if (after) after();
         } catch (e) {
@@ -92,8 +94,15 @@ function actions(m, ctx, after) {
         }
       },
     }, "Yes, delete"),
-    h("button", { type: "button", class: "secondary", onclick: () => { confirm.hidden = true; remove.hidden = false; } }, "Cancel"));
-  remove.addEventListener("click", () => { remove.hidden = true; confirm.hidden = false; });
+    h("button", {
+      type: "button", class: "secondary",
+      onclick: () => { confirm.hidden = true; remove.hidden = false; remove.focus(); },
+    }, "Cancel"));
+  remove.addEventListener("click", () => {
+    remove.hidden = true;
+    confirm.hidden = false;
+    confirm.querySelector("button").focus();
+  });
   return h("div", { class: "row-actions" }, count, scale, remove, confirm, message);
 }
 

@@ -33,7 +33,7 @@ export function render(main, ctx) {
     try {
       const user = await post("/api/v1/users/me/password", {
         current_password: current.value, new_password: fresh.value,
-      });
+      }, { keepSession: true });
       toast("Password changed.");
       ctx.passwordChanged(user);
     } catch (e) {

@@ -54,7 +54,9 @@ function chatPanel(models) {
   const temperature = h("input", { type: "number", min: 0, max: 2, step: 0.1, value: 0.7, class: "small" });
   const topP = h("input", { type: "number", min: 0, max: 1, step: 0.05, value: 1, class: "small" });
   const maxTokens = h("input", { type: "number", min: 1, max: 32768, value: 256, class: "small" });
-  const log = h("div", { class: "chat", "aria-live": "polite", "aria-label": "Conversation" });
+  // Not a live region: reading every token aloud would drown the user; the
+  // stats line (live) says when an answer is complete.
+  const log = h("div", { class: "chat", role: "log", "aria-live": "off", "aria-label": "Conversation" });
   const input = h("textarea", { rows: 3, placeholder: "Ask something…", name: "prompt" });
   const images = h("input", { type: "file", accept: "image/png,image/jpeg,image/webp,image/gif", multiple: true });
   const imageField = field("Images", images, "For vision models: sent with your next message.");
@@ -67,6 +69,7 @@ function chatPanel(models) {
   const history = [];
   let attached = [];
   let controller = null;
+  let conversation = 0; // "New chat" starts another; a late answer must not land in it
 
   function vision() {
     return models.find((m) => m.id === model.value)?.categories.includes("vision");
@@ -118,12 +121,13 @@ function chatPanel(models) {
     h("div", { class: "actions" }, clearButton, stopButton, sendButton));
 
   input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       form.requestSubmit();
     }
   });
   clearButton.addEventListener("click", () => {
+    conversation += 1;
     controller?.abort();
     history.length = 0;
     fill(log);
@@ -134,8 +138,9 @@ function chatPanel(models) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const text = input.value.trim();
-    if (!text && !attached.length) return;
+    if (controller || (!text && !attached.length)) return; // one answer at a time
     note(message, null);
+    const mine = conversation;
     const content = attached.length
       ? [{ type: "text", text }, ...attached.map((a) => ({ type: "image_url", image_url: { url: a.url } }))]
       : text;
@@ -169,7 +174,8 @@ function chatPanel(models) {
         signal: controller.signal,
       });
       if (!response.ok) throw await failure(response);
-      for await (const data of events(response)) {
+      let finished = false;
+      for await (const data of events(response, () => { finished = true; })) {
         if (data.error) throw new Error(data.error.message || "The model reported an error.");
         const delta = data.choices?.[0]?.delta?.content;
         if (delta) {
@@ -181,11 +187,15 @@ function chatPanel(models) {
         }
         if (data.usage) usage = data.usage;
       }
-      history.push({ role: "assistant", content: answer.textContent });
+      if (!finished) throw new Error("The answer stopped before the model finished (the engine may have stopped); the text so far is kept.");
+      if (mine === conversation) history.push({ role: "assistant", content: answer.textContent });
     } catch (e) {
-      if (e.name === "AbortError") {
-        answer.append(" [stopped]");
+      if (mine !== conversation) {
+        // "New chat" was pressed: this answer belongs to a cleared conversation.
+      } else if (e.name === "AbortError" || answer.textContent) {
         history.push({ role: "assistant", content: answer.textContent });
+        answer.parentElement.append(h("span", { class: "hint" }, e.name === "AbortError" ? "stopped" : "incomplete"));
+        if (e.name !== "AbortError") note(message, e);
       } else {
         history.pop();
         answer.parentElement.remove();
@@ -216,22 +226,36 @@ function chatPanel(models) {
   return { el: h("div", { role: "tabpanel", id: "panel-chat", "aria-labelledby": "tab-chat" }, form), stop: () => controller?.abort() };
 }
 
-/** The JSON payloads of a server-sent event stream, until [DONE]. */
-async function* events(response) {
+/**
+ * The JSON payloads of a server-sent event stream; `done()` is called at
+ * `[DONE]`. Lines may end in CRLF (engines differ); an `error` event's
+ * payload is yielded like any other (it carries `error`).
+ */
+async function* events(response, done) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
+  const parse = function* (block) {
+    const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+    if (!data) return;
+    if (data === "[DONE]") {
+      done();
+      return;
+    }
+    yield JSON.parse(data);
+  };
   for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
+    const { value, done: ended } = await reader.read();
+    if (ended) {
+      yield* parse(buffer.replace(/\r\n?/g, "\n"));
+      return;
+    }
+    // A CR at the end may be half of a CRLF: keep it for the next piece.
+    buffer = (buffer + value).replace(/\r\n/g, "\n").replace(/\r(?=.)/gs, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
-      if (!data) continue;
-      if (data === "[DONE]") return;
-      yield JSON.parse(data);
+      yield* parse(block);
     }
   }
 }
