@@ -76,7 +76,9 @@ class Gateway:
         self.meter = Meter(db)
         self.pool = Pool()
         self.routes = Routes(db, on_refresh=self._routes_read)
-        self.relay = Relay(self.pool, self.balancer, self.meter, self.metrics, keepalive_s)
+        self.relay = Relay(
+            self.pool, self.balancer, self.meter, self.metrics, keepalive_s, self.routes.reread
+        )
         self.collector = GatewayCollector(self.metrics, self.balancer, self._instance_models)
 
     def _routes_read(self, table: dict[str, ModelRoute]) -> None:

@@ -12,8 +12,11 @@ Failures:
   a pooled keep-alive connection the engine had just closed — llama-server
   closes its connection after every stream) is tried again once, on the next
   instance the balancer names (the same one, on a fresh connection, when it
-  is the only one). The client has had nothing but maybe keep-alive comments,
-  so this is invisible to it. Both failing → 502 ``upstream_unavailable``;
+  is the only one). When the routing table, read again, no longer lists the
+  failed instance at that address (its engine restarted on another port, or
+  it was replaced), the retry goes where the fresh table says instead. The
+  client has had nothing but maybe keep-alive comments, so this is
+  invisible to it. Both failing → 502 ``upstream_unavailable``;
 * a stream the engine breaks off ends with an SSE ``error`` event, which the
   ``openai`` SDKs raise as an ``APIError``;
 * a client that goes away aborts the connection to the engine, which then
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import Receive, Send
@@ -58,6 +62,8 @@ class Relay:
     meter: Meter
     metrics: GatewayMetrics
     keepalive_s: float
+    reread: Callable[[str, float], Awaitable[ModelRoute | None]]
+    """A model's route read again from the database (``Routes.reread``)."""
 
 
 @dataclass(slots=True)
@@ -128,9 +134,9 @@ async def _relay(
     body: bytes,
     caller: Caller,
 ) -> int:
-    first, second = parts.balancer.choose(route.name, route.upstreams)
+    upstream, second = parts.balancer.choose(route.name, route.upstreams)
     reason = ""
-    for attempt, upstream in enumerate((first, second)):
+    for attempt in range(2):
         if flight.client_gone:
             return 499
         parts.balancer.started(upstream)
@@ -148,6 +154,7 @@ async def _relay(
             )
             if attempt == 0 and not flight.client_gone:
                 parts.metrics.retried(route.name)
+                upstream = await _retry_target(parts, route.name, upstream, second)
                 continue
             break
         try:
@@ -163,6 +170,16 @@ async def _relay(
         await _end_with_error(send, error)
         return error.status
     raise error
+
+
+async def _retry_target(parts: Relay, model: str, failed: Upstream, planned: Upstream) -> Upstream:
+    """Where a retry goes: the balancer's second choice, unless the routing
+    table, read again, no longer lists the failed instance at that address;
+    then the fresh table's first choice."""
+    fresh = await parts.reread(model, time.monotonic())
+    if fresh is None or not fresh.upstreams or failed in fresh.upstreams:
+        return planned
+    return parts.balancer.choose(fresh.name, fresh.upstreams)[0]
 
 
 async def _answered(

@@ -15,7 +15,9 @@ export async function render(main, ctx) {
   const previewButton = h("button", { type: "button", class: "secondary" }, "Preview placement");
   const deployButton = h("button", { type: "submit" }, "Deploy");
 
-  previewButton.addEventListener("click", async () => {
+  // Both buttons read the spec from the form, then send it; each error is
+  // shown under the form, and the button is usable again afterwards.
+  const withSpec = (button, action) => async () => {
     note(message, null);
     let spec;
     try {
@@ -23,37 +25,32 @@ export async function render(main, ctx) {
     } catch (e) {
       return note(message, e);
     }
-    previewButton.disabled = true;
+    button.disabled = true;
+    try {
+      await action(spec);
+    } catch (e) {
+      note(message, e);
+    } finally {
+      button.disabled = false;
+    }
+  };
+  previewButton.addEventListener("click", withSpec(previewButton, async (spec) => {
     fill(preview, h("p", { class: "muted" }, "Reading the model's metadata and planning…"));
     try {
       showPlan(preview, await post("/api/v1/models:plan", spec));
     } catch (e) {
       fill(preview);
-      note(message, e);
-    } finally {
-      previewButton.disabled = false;
+      throw e;
     }
+  }));
+  const deploy = withSpec(deployButton, async (spec) => {
+    const model = await post("/api/v1/models", spec);
+    toast(`${model.name} deployed.`);
+    ctx.go(`#/models/${model.id}`);
   });
-
-  f.el.addEventListener("submit", async (event) => {
+  f.el.addEventListener("submit", (event) => {
     event.preventDefault();
-    note(message, null);
-    let spec;
-    try {
-      spec = f.spec();
-    } catch (e) {
-      return note(message, e);
-    }
-    deployButton.disabled = true;
-    try {
-      const model = await post("/api/v1/models", spec);
-      toast(`${model.name} deployed.`);
-      ctx.go(`#/models/${model.id}`);
-    } catch (e) {
-      note(message, e);
-    } finally {
-      deployButton.disabled = false;
-    }
+    deploy();
   });
   f.el.append(message, h("div", { class: "actions" }, previewButton, deployButton));
   main.append(h("h1", {}, "Deploy a model"), h("div", { class: "split" }, f.el, preview));
@@ -215,7 +212,7 @@ function showPlan(el, plan) {
 const LABELS = {
   weights: "weights", kv_cache: "KV cache", compute: "compute", total: "total", ram: "host RAM",
   all_layers_on_one_gpu: "all layers on one GPU", cpu_only_ram: "CPU only: RAM",
-  projector_bytes: "projector", download_bytes: "download", per_gpu_need: "per GPU need by tensor-parallel size",
+  projector_bytes: "projector", download_bytes: "download", per_gpu_need: "need per GPU",
   vision_weights: "vision weights", encoder_activation: "encoder activations", kv_bytes_per_token: "KV per token",
 };
 
@@ -226,8 +223,9 @@ function estimate(e) {
     if (v === null || v === undefined || v === false || k === "download_bytes") continue;
     const label = LABELS[k] || k.replaceAll("_", " ");
     if (typeof v === "object" && !Array.isArray(v)) {
+      const name = (kk) => (k === "per_gpu_need" ? `tensor-parallel ${kk}:` : LABELS[kk] || kk);
       rows.push(h("dt", {}, label), h("dd", {}, Object.entries(v).map(([kk, vv]) =>
-        `${LABELS[kk] || kk} ${isBytes(kk) || isBytes(k) ? bytes(vv) : vv}`).join(" · ")));
+        `${name(kk)} ${isBytes(kk) || isBytes(k) ? bytes(vv) : vv}`).join(" · ")));
     } else {
       rows.push(h("dt", {}, label), h("dd", {}, Array.isArray(v) ? v.join(", ")
         : typeof v === "number" && isBytes(k) && k !== "gpu_memory_utilization" ? bytes(v) : String(v)));
