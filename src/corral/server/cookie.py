@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from corral.errors import AuthenticationError, PermissionDeniedError
+from corral.server.security import CredentialKind, parse_credential
+
 SESSION_COOKIE = "corral_session"
 CSRF_HEADER = "x-corral-csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -38,6 +41,25 @@ def session_from(cookie_header: str | None) -> str | None:
         if sep and name == SESSION_COOKIE and value:
             return value.strip('"')
     return None
+
+
+def cookie_credential(cookie_header: str | None, method: str, csrf: bool) -> str | None:
+    """The session token a request's cookie signs it in with, or None when it
+    has none. The one rule for the management API and the gateway: the
+    cookie must hold a session (``AuthenticationError``), and a request that
+    changes something must carry the CSRF header (``PermissionDeniedError``)."""
+    token = session_from(cookie_header)
+    if token is None:
+        return None
+    credential = parse_credential(token)
+    if credential is None or credential.kind is not CredentialKind.SESSION:
+        raise AuthenticationError(f"the {SESSION_COOKIE} cookie holds no session: sign in again")
+    if method not in SAFE_METHODS and not csrf:
+        raise PermissionDeniedError(
+            f"a request signed in by cookie that changes something must send the "
+            f"{CSRF_HEADER} header (the web UI does)"
+        )
+    return token
 
 
 def is_secure_origin(scheme: str, host: str) -> bool:

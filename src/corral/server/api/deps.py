@@ -9,10 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from corral.errors import AuthenticationError, PermissionDeniedError
-from corral.server.cookie import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, session_from
+from corral.errors import AuthenticationError
+from corral.server.cookie import CSRF_HEADER, cookie_credential
 from corral.server.db.engine import Database
-from corral.server.security import CredentialKind, parse_credential
 from corral.server.services import auth
 from corral.server.services.principal import Principal
 
@@ -65,28 +64,13 @@ async def get_principal(
     """The caller, by bearer token, else by the web UI's session cookie."""
     if credentials is not None:
         return await auth.authenticate(db, credentials.credentials)
-    token = cookie_session(request)
+    token = cookie_credential(
+        request.headers.get("cookie"), request.method, bool(request.headers.get(CSRF_HEADER))
+    )
     if token is None:
         raise AuthenticationError("missing credential: send 'Authorization: Bearer <token>'")
     principal = await auth.authenticate(db, token)
     return dataclasses.replace(principal, via_cookie=True)
-
-
-def cookie_session(request: Request) -> str | None:
-    """The session token in the UI's cookie, checked against cross-site use:
-    a request that changes something must carry the ``X-Corral-CSRF`` header."""
-    token = session_from(request.headers.get("cookie"))
-    if token is None:
-        return None
-    credential = parse_credential(token)
-    if credential is None or credential.kind is not CredentialKind.SESSION:
-        raise AuthenticationError(f"the {SESSION_COOKIE} cookie holds no session: sign in again")
-    if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
-        raise PermissionDeniedError(
-            f"a request signed in by cookie that changes something must send the "
-            f"{CSRF_HEADER} header (the web UI does)"
-        )
-    return token
 
 
 DbDep = Annotated[Database, Depends(get_db)]

@@ -23,7 +23,8 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from corral.server.cookie import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, session_from
+from corral.errors import AuthenticationError, PermissionDeniedError
+from corral.server.cookie import CSRF_HEADER, cookie_credential
 from corral.server.db.engine import Database
 from corral.server.gateway.balancer import Balancer
 from corral.server.gateway.callers import Callers
@@ -45,7 +46,6 @@ from corral.server.gateway.protocol import model_of, parse_request, read_head
 from corral.server.gateway.relay import Relay, relay
 from corral.server.gateway.routes import Routes
 from corral.server.gateway.upstream import Pool
-from corral.server.security import CredentialKind, parse_credential
 from corral.server.services.routing import ModelRoute
 
 logger = logging.getLogger(__name__)
@@ -216,19 +216,15 @@ CSRF_HEADER_BYTES = CSRF_HEADER.encode()
 
 
 def _cookie_credential(cookie: str, method: str, csrf: bool) -> bytes | None:
-    """The UI's session as a bearer credential; a POST that relies on the
-    cookie must carry the CSRF header (see ``corral.server.cookie``)."""
-    token = session_from(cookie)
-    if token is None:
-        return None
-    credential = parse_credential(token)
-    if credential is None or credential.kind is not CredentialKind.SESSION:
-        raise unauthenticated(f"The {SESSION_COOKIE} cookie holds no session: sign in again.")
-    if method not in SAFE_METHODS and not csrf:
-        raise forbidden(
-            f"A request signed in by cookie must send the {CSRF_HEADER} header (the web UI does)."
-        )
-    return b"Bearer " + token.encode()
+    """The UI's session as a bearer credential (``corral.server.cookie``'s
+    rule, answered in the gateway's error shape)."""
+    try:
+        token = cookie_credential(cookie, method, csrf)
+    except AuthenticationError as e:
+        raise unauthenticated(f"{e.message[:1].upper()}{e.message[1:]}.") from e
+    except PermissionDeniedError as e:
+        raise forbidden(f"{e.message[:1].upper()}{e.message[1:]}.") from e
+    return None if token is None else b"Bearer " + token.encode()
 
 
 async def _send_json(send: Send, status: int, payload: object) -> None:

@@ -47,7 +47,7 @@ function list(main, ctx) {
         backend(m),
         m.categories.join(", ") || "–",
         source(m.source),
-        ...(ctx.isAdmin ? [actions(m, ctx)] : []),
+        ...(ctx.isAdmin ? [actions(m)] : []),
       ]),
     ) : h("p", { class: "card" }, ctx.isAdmin
       ? "No model is deployed yet. Use “Deploy a model” to add one."
@@ -62,7 +62,7 @@ function busy(el) {
 }
 
 /** Scale and delete, shared by the list and the detail page. */
-function actions(m, ctx, after) {
+function actions(m, after) {
   const count = h("input", {
     type: "number", min: 0, max: 1000, value: m.replicas, class: "small",
     "aria-label": `Replicas of ${m.name}`,
@@ -117,7 +117,7 @@ function detail(main, ctx, id) {
     const m = await get(`/api/v1/models/${id}`);
     fill(head, h("div", { class: "title-row" }, h("h1", {}, m.name), replicas(m)));
     if (ctx.isAdmin && !shownActions) {
-      head.after(actions(m, ctx, () => ctx.go("#/models")));
+      head.after(actions(m, () => ctx.go("#/models")));
       shownActions = true;
     }
     fill(spec, h("dl", { class: "facts card" },
